@@ -1,0 +1,150 @@
+#pragma once
+/// \file attention.h
+/// The one interface every token mixer implements, the probe vocabulary, and the options shared by the variants.
+///
+/// Usage:
+///   auto attn = rala::make_attention(rala::Variant::rala, rala::AttentionOptions(64, 2));
+///   auto y = attn->forward(x, rala::AttentionContext::for_input(x, 64 / 2));   // x, y: (B, 64, H, W)
+
+#include <torch/torch.h>
+
+#include <array>
+#include <map>
+#include <set>
+#include <string>
+
+namespace rala {
+
+// ------------------------------------------------------------------------------------------------
+// Probes
+// ------------------------------------------------------------------------------------------------
+
+/// Named internals an attention layer hands to a probe sink. One spelling everywhere (code, CLI, HDF5).
+///   kv_buffer     (B, h, dk, d)  the per-head state the queries read: Σ_j φ̃(k_j)ᵀ v_j exactly as the variant multiplies
+///                                it (RALA: Σ_j α_j RoPE(φ(k_j))ᵀ v_j; mean-normalised variants include their 1/N;
+///                                cosFormer: dk = 2d (1-D) or 4d (2-D) re-weighted features)
+///   output        (B, h, N, d)   attention output per head, before LePE/DWC and before the gate
+///   output_gated  (B, h, N, d)   the same after the positional term (LePE/DWC) and the output gate o (if any)
+///   alpha         (B, h, N)      RALA's token weights α_j (sum to 1 over j)
+///   attention     (B, h, N, N)   the attention map A with output = A·v: softmax map, or for kernel variants the implied
+///                                normalised φ(Q)φ(K)ᵀ map; only when the sink asks and N ≤ sink.attention_limit()
+///   normalizer_z  (B, h, N)      kernel variants: the per-query reciprocal normaliser z_i
+enum class Probe : int { kv_buffer = 0, output, output_gated, alpha, attention, normalizer_z };
+constexpr int kNumProbes = 6;
+constexpr std::array<const char*, kNumProbes> kProbeNames = {"kv_buffer",  "output",       "output_gated",
+                                                             "alpha",      "attention",    "normalizer_z"};
+static_assert(static_cast<int>(Probe::normalizer_z) + 1 == kNumProbes, "kProbeNames must list every Probe");
+
+/// Name of a probe ("kv_buffer", ...).
+const char* probe_name(Probe p);
+/// Probe from its name; throws c10::Error naming the unknown name and listing the valid ones.
+Probe probe_from_name(const std::string& name);
+
+/// Receives named internals of an attention layer. Variants ask `wants()` before computing anything extra, so a layer
+/// with no sink (or a sink that wants nothing) does no probe work at all.
+class ProbeSink {
+ public:
+  virtual ~ProbeSink() = default;
+  /// Whether this sink wants probe p. Must be cheap.
+  virtual bool wants(Probe p) const = 0;
+  /// Called with a tensor that is only valid for reading; keep a copy (`.detach().clone()`) if you need it later.
+  virtual void receive(Probe p, const torch::Tensor& value) = 0;
+  /// Largest token count N for which the (B, h, N, N) attention map is materialised.
+  virtual int64_t attention_limit() const { return 4096; }
+};
+
+/// A sink that keeps a detached copy of every probe it wants (all but `attention` by default).
+class ProbeCollector : public ProbeSink {
+ public:
+  ProbeCollector();
+  explicit ProbeCollector(std::set<Probe> wanted, int64_t attention_limit = 4096);
+  bool wants(Probe p) const override { return wanted_.count(p) > 0; }
+  void receive(Probe p, const torch::Tensor& value) override;
+  int64_t attention_limit() const override { return attention_limit_; }
+  /// Whether a value for p was received.
+  bool has(Probe p) const { return values_.count(p) > 0; }
+  /// The value received for p; throws if none was.
+  const torch::Tensor& get(Probe p) const;
+  void clear() { values_.clear(); }
+
+ private:
+  std::set<Probe> wanted_;
+  int64_t attention_limit_;
+  std::map<Probe, torch::Tensor> values_;
+};
+
+// ------------------------------------------------------------------------------------------------
+// Context and options
+// ------------------------------------------------------------------------------------------------
+
+/// Per-call context: the token grid, the stage's 2-D RoPE tables (N, d) and an optional probe sink.
+struct AttentionContext {
+  int64_t height = 0;
+  int64_t width = 0;
+  torch::Tensor rope_sin;  ///< (N, d), rows in raster order (token l = row·W + col); undefined → built on demand
+  torch::Tensor rope_cos;  ///< (N, d)
+  ProbeSink* probes = nullptr;
+
+  /// Context for x (B, C, H, W) with RoPE tables for head width `head_dim` (cached per grid size).
+  static AttentionContext for_input(const torch::Tensor& x, int64_t head_dim, ProbeSink* probes = nullptr);
+};
+
+/// How cosFormer indexes tokens on a 2-D grid (see cosformer.h).
+enum class CosformerIndex { separable_2d, raster_1d };
+/// Where the linear-attention ε sits: added to φq·Σφk (Katharopoulos), added to φq·mean φk (FLatten / MLLA / RALA
+/// code), or as a floor max(φq·Σφk, ε) (cosFormer's clamp_min).
+enum class Normalizer { sum, mean, sum_clamp };
+/// "sum", "mean", "sum_clamp".
+const char* normalizer_name(Normalizer n);
+
+/// Options for every variant. Fields a variant does not use are ignored by it (documented per field).
+struct AttentionOptions {
+  AttentionOptions(int64_t dim, int64_t heads) : dim_(dim), heads_(heads) {}
+  /// Channels C (= heads · head_dim).
+  TORCH_ARG(int64_t, dim);
+  /// Number of heads h.
+  TORCH_ARG(int64_t, heads);
+  /// RALA: α token re-weighting of the keys (off: uniform weights, the plain mean-normalised linear attention).
+  TORCH_ARG(bool, alpha) = true;
+  /// RALA and softmax: multiply the output by the linear gate o (off: no o projection at all).
+  TORCH_ARG(bool, gate) = true;
+  /// RALA and softmax: 2-D RoPE on q, k (RALA: numerator only).
+  TORCH_ARG(bool, rope) = true;
+  /// RALA and softmax: 5×5 depthwise LePE on v added to the output.
+  TORCH_ARG(bool, lepe) = true;
+  /// Linear (L): ε placement, Katharopoulos `sum` by default.
+  TORCH_ARG(Normalizer, normalizer) = Normalizer::sum;
+  /// Focused (F): focusing power p.
+  TORCH_ARG(int64_t, focusing_factor) = 3;
+  /// Focused (F): kernel of the depthwise conv on v (shared across heads).
+  TORCH_ARG(int64_t, dwc_kernel) = 5;
+  /// Focused (F): > 0 adds FLatten's learnable absolute positional encoding on k for exactly this many tokens.
+  TORCH_ARG(int64_t, position_tokens) = 0;
+  /// cosFormer (C): token index convention.
+  TORCH_ARG(CosformerIndex, cosformer_index) = CosformerIndex::separable_2d;
+};
+
+/// Apply one `key=value` setting (e.g. "alpha=0", "cosformer_index=raster_1d") to options; throws on an unknown key
+/// or a malformed value, naming both and listing what is accepted.
+void apply_option(AttentionOptions& options, const std::string& setting);
+/// A one-line description of the options a variant uses ("alpha=1 gate=1 rope=1 lepe=1").
+std::string describe_options(const AttentionOptions& options);
+
+enum class Variant : int;
+
+/// Common base of every token mixer. Input and output are (B, C, H, W).
+class AttentionBase : public torch::nn::Module {
+ public:
+  /// x: (B, C, H, W) with H·W = N; returns (B, C, H, W).
+  virtual torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx) = 0;
+  virtual Variant variant() const = 0;
+  /// Whether forward() reads ctx.rope_sin / rope_cos.
+  virtual bool uses_rope() const { return false; }
+  const AttentionOptions& options() const { return options_; }
+
+ protected:
+  explicit AttentionBase(AttentionOptions options);
+  AttentionOptions options_;
+};
+
+}  // namespace rala

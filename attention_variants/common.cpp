@@ -1,0 +1,87 @@
+#include "attention_variants/common.h"
+
+namespace rala {
+
+void check_head_split(int64_t dim, int64_t heads, const char* variant_name) {
+  TORCH_CHECK(dim > 0 && heads > 0, variant_name, ": channels (", dim, ") and heads (", heads, ") must be positive");
+  TORCH_CHECK(dim % heads == 0, variant_name, ": channels (", dim, ") must be divisible by heads (", heads, ")");
+}
+
+void check_attention_input(const torch::Tensor& x, const AttentionOptions& options, const char* variant_name) {
+  TORCH_CHECK(x.defined(), variant_name, ": input tensor is undefined");
+  TORCH_CHECK(x.dim() == 4, variant_name, ": input must be (B, C, H, W), got a ", x.dim(), "-D tensor of shape ",
+              x.sizes());
+  TORCH_CHECK(x.size(1) == options.dim(), variant_name, ": input has ", x.size(1), " channels, the layer expects ",
+              options.dim());
+  TORCH_CHECK(x.size(0) > 0 && x.size(2) > 0 && x.size(3) > 0, variant_name,
+              ": input grid must be non-empty, got shape ", x.sizes());
+}
+
+torch::Tensor split_heads(const torch::Tensor& map, int64_t c0, int64_t channels, int64_t heads) {
+  const int64_t B = map.size(0), H = map.size(2), W = map.size(3);
+  const int64_t d = channels / heads;
+  // (B, C, H, W) → (B, h, d, N) → (B, h, N, d)
+  return map.narrow(1, c0, channels).reshape({B, heads, d, H * W}).transpose(-1, -2);
+}
+
+torch::Tensor merge_heads(const torch::Tensor& y, int64_t height, int64_t width) {
+  const int64_t B = y.size(0), h = y.size(1), d = y.size(3);
+  // (B, h, N, d) → (B, h, d, N) → (B, C, H, W)
+  return y.transpose(-1, -2).reshape({B, h * d, height, width});
+}
+
+torch::Tensor elu_feature(const torch::Tensor& x) { return torch::elu(x) + 1.0; }
+
+LinearAttentionResult linear_attention(const torch::Tensor& q_num, const torch::Tensor& k_num, const torch::Tensor& q_den,
+                                       const torch::Tensor& k_den, const torch::Tensor& v, Normalizer normalizer,
+                                       double eps) {
+  const int64_t N = k_num.size(-2);
+  LinearAttentionResult r;
+  if (normalizer == Normalizer::mean) {
+    const double s = std::pow(static_cast<double>(N), -0.5);
+    r.kv = torch::matmul(k_num.transpose(-2, -1) * s, v * s);                                    // (B, h, dk, dv)
+    r.z = 1.0 / (torch::matmul(q_den, k_den.mean(-2, true).transpose(-2, -1)) + eps);           // (B, h, N, 1)
+  } else {
+    r.kv = torch::matmul(k_num.transpose(-2, -1), v);                              // (B, h, dk, dv)
+    auto den = torch::matmul(q_den, k_den.sum(-2, true).transpose(-2, -1));       // (B, h, N, 1)
+    r.z = 1.0 / (normalizer == Normalizer::sum ? den + eps : den.clamp_min(eps));
+  }
+  r.output = torch::matmul(q_num, r.kv) * r.z;  // (B, h, N, dv)
+  return r;
+}
+
+torch::Tensor implied_attention(const torch::Tensor& q_num, const torch::Tensor& k_num, const torch::Tensor& z,
+                                Normalizer normalizer) {
+  auto a = torch::matmul(q_num, k_num.transpose(-2, -1)) * z;  // (B, h, N, N)
+  if (normalizer == Normalizer::mean) a = a / static_cast<double>(k_num.size(-2));
+  return a;
+}
+
+bool probe_wanted(const AttentionContext& ctx, Probe p, int64_t tokens) {
+  if (ctx.probes == nullptr || !ctx.probes->wants(p)) return false;
+  return p != Probe::attention || tokens <= ctx.probes->attention_limit();
+}
+
+void emit_probe(const AttentionContext& ctx, Probe p, const torch::Tensor& value) {
+  if (ctx.probes != nullptr && ctx.probes->wants(p)) ctx.probes->receive(p, value.detach());
+}
+
+RopeTables context_rope(const AttentionContext& ctx, int64_t head_dim, const torch::Tensor& x) {
+  const int64_t N = x.size(2) * x.size(3);
+  if (!ctx.rope_sin.defined()) return cached_rope_tables(head_dim, x.size(2), x.size(3), x.options());
+  TORCH_CHECK(ctx.rope_sin.dim() == 2 && ctx.rope_sin.size(0) == N && ctx.rope_sin.size(1) == head_dim &&
+                  ctx.rope_cos.sizes() == ctx.rope_sin.sizes(),
+              "RoPE tables must be (N, head_dim) = (", N, ", ", head_dim, "), got sin ", ctx.rope_sin.sizes(), " cos ",
+              ctx.rope_cos.defined() ? ctx.rope_cos.sizes() : c10::IntArrayRef{});
+  return {ctx.rope_sin, ctx.rope_cos};
+}
+
+torch::nn::Conv2d conv1x1(int64_t in, int64_t out, bool bias) {
+  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 1).bias(bias));
+}
+
+torch::nn::Conv2d depthwise(int64_t channels, int64_t kernel) {
+  return torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, channels, kernel).padding(kernel / 2).groups(channels));
+}
+
+}  // namespace rala

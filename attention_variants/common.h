@@ -1,0 +1,60 @@
+#pragma once
+/// \file common.h
+/// Mechanics shared by the variants: input checks, head split/merge, the kernel feature maps, the linear-attention
+/// normaliser and KV product, and the probe hand-off. A variant file holds only what makes that variant different.
+
+#include "attention_variants/attention.h"
+#include "attention_variants/rope.h"
+
+namespace rala {
+
+/// Checks x is (B, C, H, W) with C == options.dim and a non-empty grid; throws naming the violated condition.
+void check_attention_input(const torch::Tensor& x, const AttentionOptions& options, const char* variant_name);
+/// Checks dim % heads == 0 (and dim, heads > 0); throws naming the values.
+void check_head_split(int64_t dim, int64_t heads, const char* variant_name);
+
+/// Channels [c0, c0 + C) of a (B, *, H, W) map viewed as heads: (B, h, N, d), token l = row·W + col,
+/// channel c0 + n·d + i → head n, feature i (the official 'b (n d) h w -> b n (h w) d'). A strided view, no copy.
+torch::Tensor split_heads(const torch::Tensor& map, int64_t c0, int64_t channels, int64_t heads);
+/// (B, h, N, d) → (B, h·d, H, W), inverse of split_heads.
+torch::Tensor merge_heads(const torch::Tensor& y, int64_t height, int64_t width);
+
+/// elu(x) + 1 (Katharopoulos feature map).
+torch::Tensor elu_feature(const torch::Tensor& x);
+
+/// Result of the O(N) linear-attention product.
+struct LinearAttentionResult {
+  torch::Tensor output;  ///< (B, h, N, dv) = (q_num · kv) ⊙ z
+  torch::Tensor kv;      ///< (B, h, dk, dv) as multiplied
+  torch::Tensor z;       ///< (B, h, N, 1) reciprocal normaliser
+};
+
+/// out_i = q_num_i · kv · z_i with
+///   Normalizer::sum : kv = Σ_j k_num_jᵀ v_j,          z_i = 1 / (q_den_i · Σ_j k_den_j + ε)
+///   Normalizer::mean: kv = Σ_j k_num_jᵀ v_j / N,      z_i = 1 / (q_den_i · mean_j k_den_j + ε)
+///   Normalizer::sum_clamp: kv as sum,                z_i = 1 / max(q_den_i · Σ_j k_den_j, ε)
+/// (mean: the vision-code convention, kv computed as (kᵀ N^-½)(v N^-½) as the official code does).
+/// q_num, k_num, q_den, k_den: (B, h, N, dk); v: (B, h, N, dv).
+LinearAttentionResult linear_attention(const torch::Tensor& q_num, const torch::Tensor& k_num, const torch::Tensor& q_den,
+                                       const torch::Tensor& k_den, const torch::Tensor& v, Normalizer normalizer,
+                                       double eps);
+
+/// The implied attention map of a kernel variant: A_ij = (q_num_i · k_num_j) · z_i · s with s = 1/N for the mean
+/// convention, so that A·v equals the linear-attention output. (B, h, N, N).
+torch::Tensor implied_attention(const torch::Tensor& q_num, const torch::Tensor& k_num, const torch::Tensor& z,
+                                Normalizer normalizer);
+
+/// Whether ctx has a sink that wants p (and, for the attention map, N within its limit).
+bool probe_wanted(const AttentionContext& ctx, Probe p, int64_t tokens = 0);
+/// Hands value to ctx's sink if it wants p. No work when nothing listens.
+void emit_probe(const AttentionContext& ctx, Probe p, const torch::Tensor& value);
+
+/// The context's RoPE tables, checked to be (N, head_dim) for x's grid; built from the cache when the context has none.
+RopeTables context_rope(const AttentionContext& ctx, int64_t head_dim, const torch::Tensor& x);
+
+/// 1×1 convolution (a Linear over channels) with `out` outputs; the layout the official RAVLT code uses.
+torch::nn::Conv2d conv1x1(int64_t in, int64_t out, bool bias = true);
+/// k×k depthwise convolution with padding k/2.
+torch::nn::Conv2d depthwise(int64_t channels, int64_t kernel);
+
+}  // namespace rala

@@ -1,0 +1,49 @@
+#include "attention_variants/cosformer.h"
+
+#include <cmath>
+
+#include "attention_variants/registry.h"
+
+namespace rala {
+
+CosformerAttentionImpl::CosformerAttentionImpl(AttentionOptions options)
+    : ProjectedAttention(options, /*gated=*/false, /*with_lepe=*/false, "cosFormer") {}
+
+Variant CosformerAttentionImpl::variant() const { return Variant::cosformer; }
+
+torch::Tensor CosformerAttentionImpl::angles(CosformerIndex index, int64_t height, int64_t width,
+                                             const torch::TensorOptions& options) {
+  const double half_pi = M_PI / 2.0;
+  const int64_t N = height * width;
+  if (index == CosformerIndex::raster_1d) {
+    auto i = torch::arange(1, N + 1, torch::kFloat64);  // 1-based raster index
+    return (i * half_pi / static_cast<double>(N)).unsqueeze(1).to(options);  // (N, 1)
+  }
+  auto l = torch::arange(N, torch::kInt64);
+  auto rows = torch::floor_divide(l, width).to(torch::kFloat64), cols = torch::remainder(l, width).to(torch::kFloat64);
+  return torch::stack({rows * half_pi / static_cast<double>(height), cols * half_pi / static_cast<double>(width)}, 1)
+      .to(options);  // (N, 2)
+}
+
+torch::Tensor CosformerAttentionImpl::reweight(const torch::Tensor& x, const torch::Tensor& angles,
+                                               CosformerIndex index) {
+  if (index == CosformerIndex::raster_1d) return torch::cat({x * angles.sin(), x * angles.cos()}, -1);
+  auto r = angles.select(1, 0).unsqueeze(1), c = angles.select(1, 1).unsqueeze(1);  // (N, 1)
+  return torch::cat({x * r.cos(), x * r.sin(), x * c.cos(), x * c.sin()}, -1);
+}
+
+torch::Tensor CosformerAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
+  auto p = project(x);
+  const auto index = options_.cosformer_index();
+  auto theta = angles(index, x.size(2), x.size(3), x.options());
+  auto q = reweight(torch::relu(p.q), theta, index);  // (B, h, N, 4d | 2d)
+  auto k = reweight(torch::relu(p.k), theta, index);
+  auto r = linear_attention(q, k, q, k, p.v, Normalizer::sum_clamp, kEps);
+  emit_probe(ctx, Probe::kv_buffer, r.kv);
+  emit_probe(ctx, Probe::normalizer_z, r.z.squeeze(-1));
+  if (probe_wanted(ctx, Probe::attention, q.size(2)))
+    emit_probe(ctx, Probe::attention, implied_attention(q, k, r.z, Normalizer::sum_clamp));
+  return finish(r.output, p, ctx);
+}
+
+}  // namespace rala

@@ -1,0 +1,61 @@
+#include "attention_variants/focused.h"
+
+#include "attention_variants/registry.h"
+
+namespace rala {
+
+FocusedAttentionImpl::FocusedAttentionImpl(AttentionOptions options)
+    : ProjectedAttention(options, /*gated=*/false, /*with_lepe=*/false, "focused linear attention") {
+  const int64_t C = options_.dim();
+  scale = register_parameter("scale", torch::zeros({1, 1, C}));
+  if (options_.position_tokens() > 0)
+    positional_encoding = register_parameter("positional_encoding", torch::zeros({1, options_.position_tokens(), C}));
+  dwc = register_module("dwc", depthwise(head_dim(), options_.dwc_kernel()));
+}
+
+Variant FocusedAttentionImpl::variant() const { return Variant::focused; }
+
+namespace {
+/// Tokens of channels [c0, c0 + C) of a (B, *, H, W) map: (B, N, C), raster order.
+torch::Tensor tokens(const torch::Tensor& map, int64_t c0, int64_t C) {
+  return map.narrow(1, c0, C).flatten(2).transpose(1, 2);
+}
+/// f_p over the last (full channel) dim.
+torch::Tensor focus(const torch::Tensor& x, int64_t p) {
+  auto norm = x.norm(2, -1, true);
+  auto xp = x.pow(static_cast<double>(p));
+  return xp / xp.norm(2, -1, true) * norm;
+}
+/// (B, N, C) → (B, h, N, d).
+torch::Tensor heads_of(const torch::Tensor& t, int64_t h) {
+  return t.reshape({t.size(0), t.size(1), h, t.size(2) / h}).transpose(1, 2);
+}
+}  // namespace
+
+torch::Tensor FocusedAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
+  auto p = project(x);
+  const int64_t B = x.size(0), C = options_.dim(), h = options_.heads(), d = head_dim();
+  const int64_t H = x.size(2), W = x.size(3), N = H * W;
+  auto q = tokens(p.all, 0, C), k = tokens(p.all, C, C);  // (B, N, C)
+  if (positional_encoding.defined()) {
+    TORCH_CHECK(positional_encoding.size(1) == N, "focused linear attention: the positional encoding has ",
+                positional_encoding.size(1), " tokens, the input has ", N, " (", H, "x", W, ")");
+    k = k + positional_encoding;
+  }
+  auto s = torch::softplus(scale);
+  q = (torch::relu(q) + kEps) / s;
+  k = (torch::relu(k) + kEps) / s;
+  q = heads_of(focus(q, options_.focusing_factor()), h);  // (B, h, N, d)
+  k = heads_of(focus(k, options_.focusing_factor()), h);
+  auto r = linear_attention(q, k, q, k, p.v, Normalizer::mean, kEps);
+  emit_probe(ctx, Probe::kv_buffer, r.kv);
+  emit_probe(ctx, Probe::normalizer_z, r.z.squeeze(-1));
+  if (probe_wanted(ctx, Probe::attention, N))
+    emit_probe(ctx, Probe::attention, implied_attention(q, k, r.z, Normalizer::mean));
+  // DWC over the d channels of every head, weights shared across heads: (B·h, d, H, W).
+  auto v_heads = p.v_map.reshape({B * h, d, H, W});
+  auto positional = dwc->forward(v_heads).reshape({B, C, H, W});
+  return finish(r.output, p, ctx, positional);
+}
+
+}  // namespace rala

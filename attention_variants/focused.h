@@ -1,0 +1,34 @@
+#pragma once
+/// \file focused.h
+/// F — focused linear attention (FLatten Transformer, ICCV 2023; LeapLabTHU/FLatten-Transformer models/flatten_swin.py
+/// `FocusedLinearAttention`), on 1×1-conv projections (a Linear weight (3C, C) is the conv weight (3C, C, 1, 1)):
+///   q, k, v = qkv(x)  (full C, tokens in raster order);   k ← k + PE   (only when position_tokens > 0)
+///   q, k ← (ReLU(·) + 1e-6) / softplus(scale)             (scale: (1, 1, C), learnable, init 0)
+///   f_p(x) = ‖x‖ · x^p / ‖x^p‖, norms over the full C (before the head split), p = focusing_factor (3)
+///   per head: z_i = 1/(q_i · mean_j k_j + 1e-6);  kv = (kᵀ N^-½)(v N^-½);  y = q kv z
+///   y ← y + DWC(v), a k×k depthwise conv over the d head channels with weights shared across heads
+///   out = proj(y)
+/// Probes: kv_buffer, normalizer_z, output (before DWC), output_gated (after DWC), attention.
+///
+/// Usage:
+///   rala::FocusedAttention attn(rala::AttentionOptions(64, 2));                         // RAVLT harness
+///   rala::FocusedAttention swin(rala::AttentionOptions(64, 2).position_tokens(64));     // FLatten's 8×8 window
+
+#include "attention_variants/projected.h"
+
+namespace rala {
+
+class FocusedAttentionImpl : public ProjectedAttention {
+ public:
+  explicit FocusedAttentionImpl(AttentionOptions options);
+  torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx) override;
+  Variant variant() const override;
+  static constexpr double kEps = 1e-6;
+
+  torch::Tensor scale;                ///< (1, 1, C)
+  torch::Tensor positional_encoding;  ///< (1, position_tokens, C), undefined when position_tokens == 0
+  torch::nn::Conv2d dwc{nullptr};     ///< (d, 1, k, k)
+};
+TORCH_MODULE(FocusedAttention);
+
+}  // namespace rala

@@ -1,0 +1,23 @@
+#include "attention_variants/linear.h"
+
+#include "attention_variants/registry.h"
+
+namespace rala {
+
+LinearAttentionImpl::LinearAttentionImpl(AttentionOptions options)
+    : ProjectedAttention(options, /*gated=*/false, /*with_lepe=*/false, "linear attention") {}
+
+Variant LinearAttentionImpl::variant() const { return Variant::linear; }
+
+torch::Tensor LinearAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
+  auto p = project(x);
+  auto q = elu_feature(p.q), k = elu_feature(p.k);  // (B, h, N, d)
+  auto r = linear_attention(q, k, q, k, p.v, options_.normalizer(), kEps);
+  emit_probe(ctx, Probe::kv_buffer, r.kv);
+  emit_probe(ctx, Probe::normalizer_z, r.z.squeeze(-1));
+  if (probe_wanted(ctx, Probe::attention, q.size(2)))
+    emit_probe(ctx, Probe::attention, implied_attention(q, k, r.z, options_.normalizer()));
+  return finish(r.output, p, ctx);
+}
+
+}  // namespace rala

@@ -1,0 +1,32 @@
+#pragma once
+/// \file rala.h
+/// R — Rank-Augmented Linear Attention, exactly as the official `GateLinearAttentionNoSilu` (qhfan/RALA RALA.py):
+///   q, k, v, o = qkvo(x);  φ = elu + 1;  q, k ← φ(q), φ(k)
+///   α_j = softmax_j(d^-½ · mean_l(q_l) · k_jᵀ)           (per image and head; switch `alpha`)
+///   k_j ← α_j · N · k_j
+///   z_i = 1 / (q_i · mean_j k_j + 1e-6)                   (non-RoPE q, α-weighted k)
+///   kv  = (RoPE(k)ᵀ N^-½)(v N^-½) = Σ_j α_j RoPE(φ(k_j))ᵀ v_j     (switch `rope`: RoPE in the numerator only)
+///   y_i = RoPE(q_i) · kv · z_i + LePE₅ₓ₅(v)                (switch `lepe`)
+///   out = proj(y ⊙ o)                                      (switch `gate`: o is a raw linear gate)
+/// With every switch off this is the mean-normalised linear attention (`linear` with normalizer=mean) on the same
+/// q, k, v projections. Probes: kv_buffer, normalizer_z, alpha, output, output_gated, attention (on request).
+///
+/// Usage:
+///   rala::RalaAttention attn(rala::AttentionOptions(64, 2));            // official
+///   rala::RalaAttention no_alpha(rala::AttentionOptions(64, 2).alpha(false));
+
+#include "attention_variants/projected.h"
+
+namespace rala {
+
+class RalaAttentionImpl : public ProjectedAttention {
+ public:
+  explicit RalaAttentionImpl(AttentionOptions options);
+  torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx) override;
+  Variant variant() const override;
+  bool uses_rope() const override { return options_.rope(); }
+  static constexpr double kEps = 1e-6;
+};
+TORCH_MODULE(RalaAttention);
+
+}  // namespace rala

@@ -1,0 +1,32 @@
+#include "attention_variants/softmax.h"
+
+#include "attention_variants/registry.h"
+#include "attention_variants/rope.h"
+
+namespace rala {
+
+SoftmaxAttentionImpl::SoftmaxAttentionImpl(AttentionOptions options)
+    : ProjectedAttention(options, options.gate(), options.lepe(), "softmax attention") {
+  if (options_.rope())
+    TORCH_CHECK(head_dim() % 4 == 0, "softmax attention: RoPE needs a head dim divisible by 4, got ", head_dim(),
+                " (channels ", options_.dim(), ", heads ", options_.heads(), ")");
+}
+
+Variant SoftmaxAttentionImpl::variant() const { return Variant::softmax; }
+
+torch::Tensor SoftmaxAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
+  auto p = project(x);
+  auto q = p.q, k = p.k;  // (B, h, N, d)
+  if (options_.rope()) {
+    auto tables = context_rope(ctx, head_dim(), x);
+    q = theta_shift(q, tables.sin, tables.cos);
+    k = theta_shift(k, tables.sin, tables.cos);
+  }
+  const double scale = std::pow(static_cast<double>(head_dim()), -0.5);
+  auto attn = torch::softmax(torch::matmul(q * scale, k.transpose(-2, -1)), -1);  // (B, h, N, N)
+  if (probe_wanted(ctx, Probe::attention, attn.size(-1))) emit_probe(ctx, Probe::attention, attn);
+  auto res = torch::matmul(attn, p.v);  // (B, h, N, d)
+  return finish(res, p, ctx);
+}
+
+}  // namespace rala

@@ -1,0 +1,25 @@
+#pragma once
+/// \file softmax.h
+/// S — softmax attention as in the official RAVLT stages 3–4 (`VanillaSelfAttention`, qhfan/RALA RALA.py):
+///   q, k, v, o = qkvo(x) (1×1 conv);  q, k ← RoPE(q), RoPE(k)
+///   y = softmax(d^-½ q kᵀ) v + LePE₅ₓ₅(v);   out = proj(y ⊙ o)
+/// Switches (default on): rope, lepe, gate. Probes: attention (on request), output, output_gated.
+///
+/// Usage:
+///   rala::SoftmaxAttention attn(rala::AttentionOptions(256, 4));
+///   auto y = attn->forward(x, rala::AttentionContext::for_input(x, 64));
+
+#include "attention_variants/projected.h"
+
+namespace rala {
+
+class SoftmaxAttentionImpl : public ProjectedAttention {
+ public:
+  explicit SoftmaxAttentionImpl(AttentionOptions options);
+  torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx) override;
+  Variant variant() const override;
+  bool uses_rope() const override { return options_.rope(); }
+};
+TORCH_MODULE(SoftmaxAttention);
+
+}  // namespace rala

@@ -1,0 +1,53 @@
+// Forward time of each attention variant alone at N ∈ {196, 784, 3136, 12544} tokens (C = 64, one head, batch 1),
+// so the linear vs quadratic growth is visible. Counters: tokens N, and ns per token.
+//   build/rala_bench_attention [--benchmark_filter=rala] [--threads via RALA_THREADS env, default all cores]
+#include <benchmark/benchmark.h>
+
+#include <cstdlib>
+
+#include "attention_variants/registry.h"
+#include "experiments/runtime.h"
+
+namespace {
+
+void BM_AttentionForward(benchmark::State& state, rala::Variant variant) {
+  const int64_t side = state.range(0), C = 64;
+  torch::NoGradGuard no_grad;
+  auto attn = rala::make_attention(variant, rala::AttentionOptions(C, 1));
+  attn->eval();
+  auto x = torch::randn({1, C, side, side});
+  auto ctx = rala::AttentionContext::for_input(x, C);
+  for (auto _ : state) {
+    auto y = attn->forward(x, ctx);
+    benchmark::DoNotOptimize(y.data_ptr<float>());
+  }
+  const double n = static_cast<double>(side * side);
+  state.counters["N"] = n;
+  state.counters["ns_per_token"] =
+      benchmark::Counter(n * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  state.counters["ns_per_token"] = state.counters["ns_per_token"] * 1e9;
+}
+
+int register_all() {
+  for (const auto& info : rala::kVariants) {
+    auto* b = benchmark::RegisterBenchmark((std::string("forward/") + info.name).c_str(), BM_AttentionForward,
+                                           info.variant);
+    b->Arg(14)->Arg(28)->Arg(56)->Arg(112)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.5);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const char* env = std::getenv("RALA_THREADS");
+  const int threads = rala::configure_threads(env ? std::atoi(env) : 0);
+  benchmark::AddCustomContext("threads", std::to_string(threads));
+  benchmark::AddCustomContext("blas", rala::blas_info());
+  register_all();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

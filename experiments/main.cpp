@@ -1,0 +1,26 @@
+// The `rala` executable: one CLI11 app with a subcommand per job.
+#include <CLI/CLI.hpp>
+
+#include <iostream>
+
+#include "experiments/info.h"
+#include "experiments/runtime.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"RALA Lab: linear-attention variants, rank analysis and benchmarks for vision transformers"};
+  app.require_subcommand(1);
+  int threads = 0;
+  app.add_option("--threads", threads, "Intra-op threads (0 = all cores)")->check(CLI::NonNegativeNumber);
+  app.set_version_flag("--version", rala::tool_version());
+  app.parse_complete_callback([&] { rala::configure_threads(threads); });
+  rala::add_info_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const std::exception& e) {
+    std::cerr << "rala: error: " << rala::error_line(e) << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,55 @@
+#include "experiments/runtime.h"
+
+#include <dlfcn.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <thread>
+
+#include <torch/torch.h>
+
+namespace rala {
+
+std::string tool_version() { return RALA_VERSION; }
+std::string git_commit() { return RALA_GIT_COMMIT; }
+
+std::string torch_version() {
+  return std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + "." +
+         std::to_string(TORCH_VERSION_PATCH);
+}
+
+int configure_threads(int requested) {
+  TORCH_CHECK(requested >= 0, "--threads must be >= 0 (0 = all cores), got ", requested);
+  int n = requested;
+  if (n == 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(n);
+  return at::get_num_threads();
+}
+
+std::string blas_info() {
+  // The libraries actually mapped, not what the build linked against: Debian switches BLAS by alternatives.
+  std::ifstream maps("/proc/self/maps");
+  std::set<std::string> libs;
+  std::string line;
+  while (std::getline(maps, line)) {
+    auto slash = line.find('/');
+    if (slash == std::string::npos) continue;
+    std::string path = line.substr(slash);
+    auto name = std::filesystem::path(path).filename().string();
+    if (name.find("blas") != std::string::npos || name.find("mkl") != std::string::npos) libs.insert(path);
+  }
+  std::string out;
+  for (const auto& p : libs) out += (out.empty() ? "" : ", ") + p;
+  if (out.empty()) out = "none mapped";
+  using ConfigFn = char* (*)();
+  if (auto fn = reinterpret_cast<ConfigFn>(dlsym(RTLD_DEFAULT, "openblas_get_config"))) out += " [" + std::string(fn()) + "]";
+  return out;
+}
+
+std::string error_line(const std::exception& e) {
+  if (auto c10 = dynamic_cast<const c10::Error*>(&e)) return c10->what_without_backtrace();
+  return e.what();
+}
+
+}  // namespace rala

@@ -1,0 +1,23 @@
+#pragma once
+/// \file runtime.h
+/// Process-wide runtime facts and settings shared by every subcommand: threads, the BLAS in use, versions, and the
+/// one-line error text for exceptions.
+
+#include <exception>
+#include <string>
+
+namespace rala {
+
+/// Tool version ("0.1.0") and the git commit the binary was built from.
+std::string tool_version();
+std::string git_commit();
+/// LibTorch version ("1.13.1").
+std::string torch_version();
+/// Sets LibTorch's intra-op thread count; 0 means all cores. Returns the count in effect. Throws on a negative count.
+int configure_threads(int requested);
+/// The BLAS library mapped into this process (resolved path), plus OpenBLAS's own config string when it is OpenBLAS.
+std::string blas_info();
+/// One line for an exception: c10::Error without its backtrace, anything else as what().
+std::string error_line(const std::exception& e);
+
+}  // namespace rala

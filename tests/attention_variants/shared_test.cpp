@@ -1,0 +1,140 @@
+// Tests shared by every variant: registry, gradients, bad input, probe sinks, options.
+#include <gtest/gtest.h>
+
+#include "attention_variants/registry.h"
+#include "tests/test_util.h"
+
+namespace rala {
+namespace {
+
+std::string message_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const c10::Error& e) {
+    return e.what_without_backtrace();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "<no exception>";
+}
+
+#define EXPECT_ERROR_MENTIONS(stmt, text)                             \
+  do {                                                                \
+    auto msg_ = message_of([&] { stmt; });                            \
+    EXPECT_NE(msg_.find(text), std::string::npos) << "message: " << msg_; \
+  } while (0)
+
+class EveryVariant : public ::testing::TestWithParam<Variant> {};
+
+TEST_P(EveryVariant, BackwardGivesFiniteGradientsForEveryParameter) {
+  auto attn = make_attention(GetParam(), AttentionOptions(32, 2));
+  test::randomize(*attn, 2, 0.2);
+  auto x = test::random_input(2, 32, 5, 6, 3, torch::kFloat32).requires_grad_(true);
+  auto y = attn->forward(x, AttentionContext::for_input(x, 16));
+  ASSERT_EQ(y.sizes(), x.sizes());
+  (y * y).sum().backward();
+  for (const auto& p : attn->named_parameters()) {
+    ASSERT_TRUE(p.value().grad().defined()) << p.key();
+    EXPECT_TRUE(torch::isfinite(p.value().grad()).all().item<bool>()) << p.key();
+    EXPECT_GT(p.value().grad().abs().sum().item<double>(), 0.0) << p.key() << " gets no gradient";
+  }
+  EXPECT_TRUE(torch::isfinite(x.grad()).all().item<bool>());
+}
+
+TEST_P(EveryVariant, AttachingASinkDoesNotChangeTheOutput) {
+  auto attn = make_attention(GetParam(), AttentionOptions(32, 2));
+  test::randomize(*attn, 4, 0.2);
+  auto x = test::random_input(2, 32, 4, 5, 3, torch::kFloat32);
+  torch::NoGradGuard no_grad;
+  auto plain = attn->forward(x, AttentionContext::for_input(x, 16));
+  ProbeCollector all({Probe::kv_buffer, Probe::output, Probe::output_gated, Probe::alpha, Probe::attention,
+                      Probe::normalizer_z});
+  auto probed = attn->forward(x, AttentionContext::for_input(x, 16, &all));
+  EXPECT_TRUE(torch::equal(plain, probed));
+  EXPECT_TRUE(all.has(Probe::output));
+  EXPECT_TRUE(all.has(Probe::output_gated));
+  EXPECT_TRUE(all.has(Probe::attention));
+  EXPECT_EQ(all.has(Probe::kv_buffer), variant_info(GetParam()).kernel);
+  EXPECT_EQ(all.has(Probe::alpha), GetParam() == Variant::rala);
+  EXPECT_EQ(all.get(Probe::output).sizes(), (std::vector<int64_t>{2, 2, 20, 16}));
+  EXPECT_EQ(all.get(Probe::attention).sizes(), (std::vector<int64_t>{2, 2, 20, 20}));
+}
+
+/// Counts what it is offered; wants nothing.
+struct DeafSink : ProbeSink {
+  bool wants(Probe) const override { return false; }
+  void receive(Probe, const torch::Tensor&) override { ++received; }
+  int received = 0;
+};
+
+TEST_P(EveryVariant, ASinkThatWantsNothingReceivesNothing) {
+  auto attn = make_attention(GetParam(), AttentionOptions(32, 2));
+  auto x = test::random_input(1, 32, 3, 3, 3, torch::kFloat32);
+  DeafSink sink;
+  torch::NoGradGuard no_grad;
+  attn->forward(x, AttentionContext::for_input(x, 16, &sink));
+  EXPECT_EQ(sink.received, 0);
+}
+
+TEST_P(EveryVariant, BadInputGivesClearErrors) {
+  const auto v = GetParam();
+  auto attn = make_attention(v, AttentionOptions(32, 2));
+  auto x3 = torch::randn({2, 32, 9});
+  EXPECT_ERROR_MENTIONS(attn->forward(x3, AttentionContext{}), "must be (B, C, H, W), got a 3-D tensor");
+  auto wrong_c = torch::randn({1, 16, 3, 3});
+  EXPECT_ERROR_MENTIONS(attn->forward(wrong_c, AttentionContext::for_input(wrong_c, 16)),
+                        "input has 16 channels, the layer expects 32");
+  auto empty = torch::randn({1, 32, 0, 4});
+  EXPECT_ERROR_MENTIONS(attn->forward(empty, AttentionContext::for_input(empty, 16)), "grid must be non-empty");
+  EXPECT_ERROR_MENTIONS(make_attention(v, AttentionOptions(30, 4)), "channels (30) must be divisible by heads (4)");
+}
+
+INSTANTIATE_TEST_SUITE_P(Registry, EveryVariant,
+                         ::testing::Values(Variant::softmax, Variant::linear, Variant::focused, Variant::cosformer,
+                                           Variant::rala),
+                         [](const auto& info) { return std::string(variant_info(info.param).name); });
+
+TEST(RopeVariants, HeadDimMustBeDivisibleBy4WhenRopeIsOn) {
+  for (auto v : {Variant::rala, Variant::softmax}) {
+    EXPECT_ERROR_MENTIONS(make_attention(v, AttentionOptions(36, 2)), "head dim divisible by 4, got 18");
+    EXPECT_NO_THROW(make_attention(v, AttentionOptions(36, 2).rope(false)));
+  }
+}
+
+TEST(Registry, NamesLettersAndPatterns) {
+  EXPECT_EQ(variant_from_name("rala"), Variant::rala);
+  EXPECT_EQ(variant_from_name("R"), Variant::rala);
+  EXPECT_EQ(variant_from_name("Softmax"), Variant::softmax);
+  EXPECT_EQ(variant_from_letter('c'), Variant::cosformer);
+  EXPECT_EQ(parse_pattern("RRSS", 4),
+            (std::vector<Variant>{Variant::rala, Variant::rala, Variant::softmax, Variant::softmax}));
+  for (const auto& info : kVariants) {
+    EXPECT_EQ(variant_from_name(info.name), info.variant);
+    EXPECT_EQ(make_attention(info.variant, AttentionOptions(32, 2))->variant(), info.variant);
+  }
+  EXPECT_ERROR_MENTIONS(variant_from_name("performer"), "unknown attention variant 'performer'");
+  EXPECT_ERROR_MENTIONS(parse_pattern("RRXS", 4), "unknown attention pattern letter 'X'");
+  EXPECT_ERROR_MENTIONS(parse_pattern("RRS", 4), "has 3 letters, the model has 4 stages");
+}
+
+TEST(Options, SettingsParseAndBadOnesAreNamed) {
+  AttentionOptions o(64, 2);
+  apply_option(o, "alpha=0");
+  apply_option(o, "gate=off");
+  apply_option(o, "cosformer_index=raster_1d");
+  apply_option(o, "focusing_factor=4");
+  EXPECT_FALSE(o.alpha());
+  EXPECT_FALSE(o.gate());
+  EXPECT_TRUE(o.rope());
+  EXPECT_EQ(o.cosformer_index(), CosformerIndex::raster_1d);
+  EXPECT_EQ(o.focusing_factor(), 4);
+  EXPECT_ERROR_MENTIONS(apply_option(o, "alhpa=0"), "unknown attention option 'alhpa'");
+  EXPECT_ERROR_MENTIONS(apply_option(o, "alpha=maybe"), "expects a boolean");
+  EXPECT_ERROR_MENTIONS(apply_option(o, "dwc_kernel=4"), "must be odd, got 4");
+  EXPECT_ERROR_MENTIONS(apply_option(o, "alpha"), "must have the form key=value");
+  EXPECT_ERROR_MENTIONS(probe_from_name("kv"), "unknown probe 'kv'");
+  EXPECT_EQ(probe_from_name("kv_buffer"), Probe::kv_buffer);
+}
+
+}  // namespace
+}  // namespace rala

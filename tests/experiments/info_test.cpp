@@ -1,0 +1,43 @@
+// `rala info` as a user runs it: the binary prints versions, threads, the BLAS in use and every variant.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <memory>
+
+#include "attention_variants/registry.h"
+
+namespace rala {
+namespace {
+
+std::string run(const std::string& cmd, int* status) {
+  std::string out;
+  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(cmd.c_str(), "r"), pclose);
+  std::array<char, 4096> buf{};
+  while (fgets(buf.data(), buf.size(), pipe.get())) out += buf.data();
+  *status = pclose(pipe.release());
+  return out;
+}
+
+TEST(InfoCommand, PrintsVersionsThreadsBlasAndEveryVariant) {
+  int status = 0;
+  auto out = run(std::string(RALA_BINARY) + " --threads 2 info", &status);
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_NE(out.find("LibTorch 1."), std::string::npos) << out;
+  EXPECT_NE(out.find("threads  2 intra-op"), std::string::npos) << out;
+  EXPECT_NE(out.find("BLAS     /"), std::string::npos) << out;
+  for (const auto& v : kVariants) EXPECT_NE(out.find(v.name), std::string::npos) << v.name;
+}
+
+TEST(InfoCommand, BadFlagsFailWithOneLine) {
+  int status = 0;
+  auto out = run(std::string(RALA_BINARY) + " --threads -3 info 2>&1", &status);
+  EXPECT_NE(status, 0);
+  EXPECT_NE(out.find("--threads"), std::string::npos) << out;
+  out = run(std::string(RALA_BINARY) + " frobnicate 2>&1", &status);
+  EXPECT_NE(status, 0);
+  EXPECT_NE(out.find("frobnicate"), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace rala
