@@ -188,7 +188,9 @@ File::File(const std::string& path, Mode mode) : path_(path), mode_(mode) {
   if (path.empty()) fail("cannot open '': empty file path");
   std::error_code ec;
   const bool present = fs::exists(path, ec);
-  if (present && fs::is_directory(path, ec)) fail("cannot open " + quote_path(path) + ": it is a directory, not a file");
+  if (present && fs::is_directory(path, ec)) {
+    fail("cannot open " + quote_path(path) + ": it is a directory, not a file");
+  }
 
   auto check_signature = [&] {
     bool is_hdf5 = false;
@@ -220,19 +222,20 @@ File::File(const std::string& path, Mode mode) : path_(path), mode_(mode) {
         break;
     }
   } catch (const H5::Exception& e) {
-    const char* action = mode == Mode::read ? "for reading" : (present && mode == Mode::read_write) ? "for writing"
-                                                                                                     : "(create)";
-    std::string why = "HDF5 refused it";
+    const bool creating = !present || mode == Mode::truncate;
+    const std::string what = creating ? "cannot create " + quote_path(path)
+                                      : "cannot open " + quote_path(path) +
+                                            (mode == Mode::read ? " for reading" : " for writing");
+    std::string why;
     const fs::path parent = fs::absolute(fs::path(path), ec).parent_path();
-    if (!present && !fs::is_directory(parent, ec)) {
+    if (creating && !fs::is_directory(parent, ec)) {
       why = "directory " + quote_path(parent.string()) + " does not exist";
-    } else if (present) {
-      why = "corrupt, not readable/writable, or locked by another process";
+    } else if (creating) {
+      why = "directory not writable, or the file is open or locked elsewhere";
     } else {
-      why = "directory not writable";
+      why = "corrupt, not readable/writable, or locked by another process";
     }
-    fail("cannot open " + quote_path(path) + " " + action + ": " + why + " (HDF5: " + e.getFuncName() + ": " +
-         e.getDetailMsg() + ")");
+    fail(what + ": " + why + " (HDF5: " + e.getFuncName() + ": " + e.getDetailMsg() + ")");
   }
 }
 
@@ -270,8 +273,8 @@ Mode File::mode() const { return mode_; }
 
 namespace {
 
-H5::H5File& handle(const std::unique_ptr<H5::H5File>& file, const std::string& path) {
-  if (!file) fail("file object for " + quote_path(path) + " was moved from; it no longer refers to an open file");
+H5::H5File& handle(const std::unique_ptr<H5::H5File>& file) {
+  if (!file) fail("this File object was moved from; it no longer refers to an open file");
   return *file;
 }
 
@@ -325,7 +328,8 @@ ObjectRef open_object(H5::H5File& file, const std::string& norm, const std::stri
 
 void require_writable(Mode mode, const std::string& norm, const std::string& path) {
   if (mode == Mode::read) {
-    fail("cannot write " + quote_path(norm) + ": " + path + " is open read-only (use Mode::read_write or Mode::truncate)");
+    fail("cannot write " + quote_path(norm) + ": " + path +
+         " is open read-only (use Mode::read_write or Mode::truncate)");
   }
 }
 
@@ -421,12 +425,12 @@ std::vector<T> read_numeric_attr(H5::H5File& file, const std::string& norm, cons
 // File: structure
 
 bool File::exists(const std::string& object_path) const {
-  H5::H5File& f = handle(file_, path_);
+  H5::H5File& f = handle(file_);
   return link_exists(f.getId(), normalize(object_path));
 }
 
 std::vector<std::string> File::list(const std::string& group_path) const {
-  H5::H5File& f = handle(file_, path_);
+  H5::H5File& f = handle(file_);
   const std::string norm = normalize(group_path);
   return translate("cannot list " + in_file(norm, path_), [&] {
     const H5O_type_t type = object_type(f, norm);
@@ -443,20 +447,20 @@ std::vector<std::string> File::list(const std::string& group_path) const {
 }
 
 bool File::is_dataset(const std::string& object_path) const {
-  H5::H5File& f = handle(file_, path_);
+  H5::H5File& f = handle(file_);
   const std::string norm = normalize(object_path);
   return translate("cannot inspect " + in_file(norm, path_),
                    [&] { return object_type(f, norm) == H5O_TYPE_DATASET; });
 }
 
 bool File::is_group(const std::string& object_path) const {
-  H5::H5File& f = handle(file_, path_);
+  H5::H5File& f = handle(file_);
   const std::string norm = normalize(object_path);
   return translate("cannot inspect " + in_file(norm, path_), [&] { return object_type(f, norm) == H5O_TYPE_GROUP; });
 }
 
 std::vector<int64_t> File::shape(const std::string& dataset_path) const {
-  H5::H5File& f = handle(file_, path_);
+  H5::H5File& f = handle(file_);
   const std::string norm = dataset_path_checked(dataset_path, path_);
   return translate("cannot read the shape of " + in_file(norm, path_), [&] {
     H5::DataSet ds = open_dataset(f, norm, path_);
@@ -469,7 +473,7 @@ std::vector<int64_t> File::shape(const std::string& dataset_path) const {
 // File: tensors
 
 torch::Tensor File::read(const std::string& dataset_path) const {
-  H5::H5File& f = handle(file_, path_);
+  H5::H5File& f = handle(file_);
   const std::string norm = dataset_path_checked(dataset_path, path_);
   return translate("cannot read " + in_file(norm, path_), [&] {
     H5::DataSet ds = open_dataset(f, norm, path_);
@@ -490,7 +494,7 @@ torch::Tensor File::read(const std::string& dataset_path) const {
 }
 
 void File::write(const std::string& dataset_path, const torch::Tensor& t, bool compress) {
-  H5::H5File& f = handle(file_, path_);
+  H5::H5File& f = handle(file_);
   const std::string norm = dataset_path_checked(dataset_path, path_);
   require_writable(mode_, norm, path_);
   if (!t.defined()) fail("cannot write " + in_file(norm, path_) + ": the tensor is undefined");
@@ -520,7 +524,7 @@ void File::write(const std::string& dataset_path, const torch::Tensor& t, bool c
 // File: strings
 
 void File::write_strings(const std::string& dataset_path, const std::vector<std::string>& values) {
-  H5::H5File& f = handle(file_, path_);
+  H5::H5File& f = handle(file_);
   const std::string norm = dataset_path_checked(dataset_path, path_);
   require_writable(mode_, norm, path_);
   translate("cannot write strings " + in_file(norm, path_), [&] {
@@ -537,7 +541,7 @@ void File::write_strings(const std::string& dataset_path, const std::vector<std:
 }
 
 std::vector<std::string> File::read_strings(const std::string& dataset_path) const {
-  H5::H5File& f = handle(file_, path_);
+  H5::H5File& f = handle(file_);
   const std::string norm = dataset_path_checked(dataset_path, path_);
   return translate("cannot read strings " + in_file(norm, path_), [&] {
     H5::DataSet ds = open_dataset(f, norm, path_);
@@ -574,7 +578,7 @@ std::vector<std::string> File::read_strings(const std::string& dataset_path) con
 
 void File::create_extendible(const std::string& dataset_path, torch::ScalarType dtype,
                              const std::vector<int64_t>& rest_dims, int64_t chunk_rows) {
-  H5::H5File& f = handle(file_, path_);
+  H5::H5File& f = handle(file_);
   const std::string norm = dataset_path_checked(dataset_path, path_);
   require_writable(mode_, norm, path_);
   if (!supported(dtype)) {
@@ -611,7 +615,7 @@ void File::create_extendible(const std::string& dataset_path, torch::ScalarType 
 }
 
 void File::append(const std::string& dataset_path, const torch::Tensor& t) {
-  H5::H5File& f = handle(file_, path_);
+  H5::H5File& f = handle(file_);
   const std::string norm = dataset_path_checked(dataset_path, path_);
   require_writable(mode_, norm, path_);
   if (!t.defined()) fail("cannot append to " + in_file(norm, path_) + ": the tensor is undefined");
@@ -689,8 +693,8 @@ void write_attr(H5::H5File& f, Mode mode, const std::string& path, const std::st
 void File::set_attr(const std::string& object_path, const std::string& name, const std::string& value) {
   const H5::StrType type = vlen_utf8();
   const char* ptr = value.c_str();
-  write_attr(handle(file_, path_), mode_, path_, object_path, name, type, H5::DataSpace(H5S_SCALAR), type, &ptr,
-             value.size());
+  // Variable-length data lives in the global heap, so the object-header size limit does not apply: pass 0 bytes.
+  write_attr(handle(file_), mode_, path_, object_path, name, type, H5::DataSpace(H5S_SCALAR), type, &ptr, 0);
 }
 
 void File::set_attr(const std::string& object_path, const std::string& name, const char* value) {
@@ -702,29 +706,29 @@ void File::set_attr(const std::string& object_path, const std::string& name, con
 }
 
 void File::set_attr(const std::string& object_path, const std::string& name, int64_t value) {
-  write_attr(handle(file_, path_), mode_, path_, object_path, name, H5::PredType::STD_I64LE,
+  write_attr(handle(file_), mode_, path_, object_path, name, H5::PredType::STD_I64LE,
              H5::DataSpace(H5S_SCALAR), H5::PredType::NATIVE_INT64, &value, sizeof value);
 }
 
 void File::set_attr(const std::string& object_path, const std::string& name, double value) {
-  write_attr(handle(file_, path_), mode_, path_, object_path, name, H5::PredType::IEEE_F64LE,
+  write_attr(handle(file_), mode_, path_, object_path, name, H5::PredType::IEEE_F64LE,
              H5::DataSpace(H5S_SCALAR), H5::PredType::NATIVE_DOUBLE, &value, sizeof value);
 }
 
 void File::set_attr(const std::string& object_path, const std::string& name, const std::vector<int64_t>& value) {
   const hsize_t n = value.size();
-  write_attr(handle(file_, path_), mode_, path_, object_path, name, H5::PredType::STD_I64LE, H5::DataSpace(1, &n),
+  write_attr(handle(file_), mode_, path_, object_path, name, H5::PredType::STD_I64LE, H5::DataSpace(1, &n),
              H5::PredType::NATIVE_INT64, value.data(), n * sizeof(int64_t));
 }
 
 void File::set_attr(const std::string& object_path, const std::string& name, const std::vector<double>& value) {
   const hsize_t n = value.size();
-  write_attr(handle(file_, path_), mode_, path_, object_path, name, H5::PredType::IEEE_F64LE, H5::DataSpace(1, &n),
+  write_attr(handle(file_), mode_, path_, object_path, name, H5::PredType::IEEE_F64LE, H5::DataSpace(1, &n),
              H5::PredType::NATIVE_DOUBLE, value.data(), n * sizeof(double));
 }
 
 bool File::has_attr(const std::string& object_path, const std::string& name) const {
-  H5::H5File& f = handle(file_, path_);
+  H5::H5File& f = handle(file_);
   const std::string norm = normalize(object_path);
   return translate("cannot check " + attr_where(name, norm, path_), [&] {
     ObjectRef object = open_object(f, norm, path_);
@@ -733,7 +737,7 @@ bool File::has_attr(const std::string& object_path, const std::string& name) con
 }
 
 std::vector<std::string> File::attr_names(const std::string& object_path) const {
-  H5::H5File& f = handle(file_, path_);
+  H5::H5File& f = handle(file_);
   const std::string norm = normalize(object_path);
   return translate("cannot list attributes of " + in_file(norm, path_), [&] {
     ObjectRef object = open_object(f, norm, path_);
@@ -746,7 +750,7 @@ std::vector<std::string> File::attr_names(const std::string& object_path) const 
 }
 
 std::string File::attr_string(const std::string& object_path, const std::string& name) const {
-  H5::H5File& f = handle(file_, path_);
+  H5::H5File& f = handle(file_);
   const std::string norm = normalize(object_path);
   return translate("cannot read " + attr_where(name, norm, path_), [&] {
     AttrHandle h = open_attr(f, norm, name, path_);
@@ -774,7 +778,7 @@ std::string File::attr_string(const std::string& object_path, const std::string&
 }
 
 int64_t File::attr_int(const std::string& object_path, const std::string& name) const {
-  H5::H5File& f = handle(file_, path_);
+  H5::H5File& f = handle(file_);
   const std::string norm = normalize(object_path);
   return translate("cannot read " + attr_where(name, norm, path_), [&] {
     return read_numeric_attr<int64_t>(f, norm, name, path_, false, true, H5::PredType::NATIVE_INT64).front();
@@ -782,7 +786,7 @@ int64_t File::attr_int(const std::string& object_path, const std::string& name) 
 }
 
 double File::attr_double(const std::string& object_path, const std::string& name) const {
-  H5::H5File& f = handle(file_, path_);
+  H5::H5File& f = handle(file_);
   const std::string norm = normalize(object_path);
   return translate("cannot read " + attr_where(name, norm, path_), [&] {
     return read_numeric_attr<double>(f, norm, name, path_, true, true, H5::PredType::NATIVE_DOUBLE).front();
@@ -790,7 +794,7 @@ double File::attr_double(const std::string& object_path, const std::string& name
 }
 
 std::vector<int64_t> File::attr_ints(const std::string& object_path, const std::string& name) const {
-  H5::H5File& f = handle(file_, path_);
+  H5::H5File& f = handle(file_);
   const std::string norm = normalize(object_path);
   return translate("cannot read " + attr_where(name, norm, path_), [&] {
     return read_numeric_attr<int64_t>(f, norm, name, path_, false, false, H5::PredType::NATIVE_INT64);
@@ -798,7 +802,7 @@ std::vector<int64_t> File::attr_ints(const std::string& object_path, const std::
 }
 
 std::vector<double> File::attr_doubles(const std::string& object_path, const std::string& name) const {
-  H5::H5File& f = handle(file_, path_);
+  H5::H5File& f = handle(file_);
   const std::string norm = normalize(object_path);
   return translate("cannot read " + attr_where(name, norm, path_), [&] {
     return read_numeric_attr<double>(f, norm, name, path_, true, false, H5::PredType::NATIVE_DOUBLE);
@@ -806,7 +810,7 @@ std::vector<double> File::attr_doubles(const std::string& object_path, const std
 }
 
 void File::flush() {
-  H5::H5File& f = handle(file_, path_);
+  H5::H5File& f = handle(file_);
   translate("cannot flush " + quote_path(path_), [&] { f.flush(H5F_SCOPE_GLOBAL); });
 }
 
@@ -852,7 +856,8 @@ void AtomicPath::commit() {
   if (committed_) fail("cannot commit " + quote_path(final_) + ": already committed");
   std::error_code ec;
   if (!fs::exists(partial_, ec)) {
-    fail("cannot commit " + quote_path(final_) + ": " + quote_path(partial_) + " does not exist (nothing was written to it)");
+    fail("cannot commit " + quote_path(final_) + ": " + quote_path(partial_) +
+         " does not exist (nothing was written to it)");
   }
   fs::rename(partial_, final_, ec);
   if (ec) fail("cannot rename " + quote_path(partial_) + " to " + quote_path(final_) + ": " + ec.message());

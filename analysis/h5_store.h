@@ -73,14 +73,15 @@ class File {
 
   /// Writes a 1-D dataset of variable-length UTF-8 strings (parents created, existing dataset replaced).
   void write_strings(const std::string& dataset_path, const std::vector<std::string>& values);
-  /// Reads a string dataset (variable- or fixed-length, scalar or 1-D) into a vector. Fixed-length padding is stripped.
+  /// Reads a string dataset (variable- or fixed-length; scalar or 1-D, higher ranks flattened row-major) into a vector.
+  /// Fixed-length padding is stripped.
   std::vector<std::string> read_strings(const std::string& dataset_path) const;
 
   /// Creates an extendible dataset for streaming results: shape (0, rest_dims...), maxdims unlimited on dim 0, chunked
   /// (chunk_rows, rest_dims...) and gzip(4)-compressed. `dtype` is one of the read() dtypes; every rest dim and
   /// chunk_rows must be > 0. An existing dataset of that name is replaced; parent groups are created on demand.
-  void create_extendible(const std::string& dataset_path, torch::ScalarType dtype, const std::vector<int64_t>& rest_dims,
-                         int64_t chunk_rows = 64);
+  void create_extendible(const std::string& dataset_path, torch::ScalarType dtype,
+                         const std::vector<int64_t>& rest_dims, int64_t chunk_rows = 64);
   /// Appends rows: `t` has shape (n, rest...) and the dtype of the dataset made by create_extendible; dim 0 grows by n
   /// and the rows are written at the end. n == 0 is a no-op. Throws on a shape or dtype mismatch or when the dataset
   /// is not extendible along dim 0.

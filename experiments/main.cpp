@@ -8,7 +8,7 @@
 
 int main(int argc, char** argv) {
   CLI::App app{"RALA Lab: linear-attention variants, rank analysis and benchmarks for vision transformers"};
-  app.require_subcommand(1);
+  app.require_subcommand(0, 1);
   int threads = 0;
   app.add_option("--threads", threads, "Intra-op threads (0 = all cores)")->check(CLI::NonNegativeNumber);
   app.set_version_flag("--version", rala::tool_version());
@@ -16,6 +16,10 @@ int main(int argc, char** argv) {
   rala::add_info_command(app);
   try {
     app.parse(argc, argv);
+    if (app.get_subcommands().empty()) {
+      std::cerr << "rala: error: a subcommand is required (one of: info); run 'rala --help'\n";
+      return 2;
+    }
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const std::exception& e) {
