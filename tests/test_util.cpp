@@ -18,7 +18,11 @@ void load_state(torch::nn::Module& module, const std::string& file, const std::s
                 const std::map<std::string, std::string>& rename) {
   h5::File f(data_path(file), h5::Mode::read);
   torch::NoGradGuard no_grad;
-  for (auto& item : module.named_parameters()) {
+  auto entries = module.named_parameters();
+  for (auto& b : module.named_buffers()) entries.insert(b.key(), b.value());
+  // Strict: the file holds exactly the module's parameters and buffers.
+  EXPECT_EQ(f.list(group).size(), entries.size()) << file << ": " << group << " entries vs module state";
+  for (auto& item : entries) {
     std::string key = item.key();
     auto it = rename.find(key);
     if (it != rename.end()) key = it->second;

@@ -19,9 +19,9 @@ std::string data_path(const std::string& name);
 /// A dataset of a tests/data file as a tensor.
 torch::Tensor golden(const std::string& file, const std::string& dataset);
 
-/// Copies every parameter of `module` from datasets `<group>/<name>` of a golden file (official key names). A Linear
-/// weight (O, I) is accepted for a 1×1 conv weight (O, I, 1, 1). Fails the test if a parameter is missing or has a
-/// different number of elements. `rename` maps module names to file names where they differ.
+/// Copies every parameter and buffer of `module` from datasets `<group>/<name>` of a golden file (official key names).
+/// A Linear weight (O, I) is accepted for a 1×1 conv weight (O, I, 1, 1). Fails the test if an entry is missing, has a
+/// different number of elements, or the file holds entries the module does not have. `rename` maps module names to file names where they differ.
 void load_state(torch::nn::Module& module, const std::string& file, const std::string& group = "state_dict",
                 const std::map<std::string, std::string>& rename = {});
 

@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include <H5Cpp.h>
+
 #include "analysis/h5_store.h"
 
 namespace rala::h5 {
@@ -423,6 +425,41 @@ TEST(H5RoundTrip, WrittenFileOpensWithH5dump) {
   EXPECT_TRUE(contains(text, "written by rala::h5")) << text;
   EXPECT_TRUE(contains(text, "H5T_STD_U8LE")) << text;
   EXPECT_TRUE(contains(text, "H5S_UNLIMITED")) << text;
+}
+
+TEST(H5RoundTrip, ReadsFixedLengthStringsAndOtherNumericAttributeTypes) {
+  // Written with the raw HDF5 C++ API: types the wrapper never writes but must read.
+  TempDir tmp;
+  const std::string path = tmp.file("foreign.h5");
+  {
+    H5::H5File raw(path, H5F_ACC_TRUNC);
+    H5::StrType nullpad(H5::PredType::C_S1, 6);
+    nullpad.setStrpad(H5T_STR_NULLPAD);
+    const hsize_t n = 3;
+    H5::DataSet ds = raw.createDataSet("/fixed", nullpad, H5::DataSpace(1, &n));
+    const char names[] = {'a', 'b', 0, 0, 0, 0, 's', 'i', 'x', 'c', 'h', 'r', 0, 0, 0, 0, 0, 0};
+    ds.write(names, nullpad);
+    H5::StrType spacepad(H5::PredType::C_S1, 8);
+    spacepad.setStrpad(H5T_STR_SPACEPAD);
+    H5::Group root = raw.openGroup("/");
+    root.createAttribute("padded", spacepad, H5::DataSpace(H5S_SCALAR)).write(spacepad, "ok      ");
+    const uint16_t u16 = 65535;
+    root.createAttribute("u16", H5::PredType::STD_U16BE, H5::DataSpace(H5S_SCALAR)).write(H5::PredType::NATIVE_UINT16,
+                                                                                            &u16);
+    const int8_t i8[2] = {-3, 4};
+    const hsize_t two = 2;
+    root.createAttribute("i8", H5::PredType::STD_I8LE, H5::DataSpace(1, &two)).write(H5::PredType::NATIVE_INT8, i8);
+    const float f32 = 0.25f;
+    root.createAttribute("f32", H5::PredType::IEEE_F32LE, H5::DataSpace(H5S_SCALAR)).write(H5::PredType::NATIVE_FLOAT,
+                                                                                             &f32);
+  }
+  File f(path, Mode::read);
+  EXPECT_EQ(f.read_strings("/fixed"), (std::vector<std::string>{"ab", "sixchr", ""}));
+  EXPECT_EQ(f.attr_string("/", "padded"), "ok");
+  EXPECT_EQ(f.attr_int("/", "u16"), 65535);
+  EXPECT_EQ(f.attr_ints("/", "i8"), (std::vector<int64_t>{-3, 4}));
+  EXPECT_DOUBLE_EQ(f.attr_double("/", "f32"), 0.25);
+  EXPECT_DOUBLE_EQ(f.attr_double("/", "u16"), 65535.0);
 }
 
 // ---- errors ------------------------------------------------------------------------------------------------------
