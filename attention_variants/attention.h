@@ -132,6 +132,12 @@ std::string describe_options(const AttentionOptions& options);
 
 enum class Variant : int;
 
+/// Analytic multiply-accumulate count of one forward of a layer on an H×W grid, per image.
+struct AttentionMacs {
+  int64_t projections = 0;  ///< convolutions / linear maps (q, k, v, o, proj, LePE, DWC) — what fvcore counts
+  int64_t matmuls = 0;      ///< the token-mixing products (QKᵀ and AV, or kv and q·kv, α, normaliser)
+};
+
 /// Common base of every token mixer. Input and output are (B, C, H, W).
 class AttentionBase : public torch::nn::Module {
  public:
@@ -140,6 +146,8 @@ class AttentionBase : public torch::nn::Module {
   virtual Variant variant() const = 0;
   /// Whether forward() reads ctx.rope_sin / rope_cos.
   virtual bool uses_rope() const { return false; }
+  /// MACs of one image on an H×W grid (analytic, per-module formulas).
+  virtual AttentionMacs macs(int64_t height, int64_t width) const = 0;
   const AttentionOptions& options() const { return options_; }
 
  protected:

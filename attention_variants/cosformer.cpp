@@ -46,4 +46,10 @@ torch::Tensor CosformerAttentionImpl::forward(const torch::Tensor& x, const Atte
   return finish(r.output, p, ctx);
 }
 
+int64_t CosformerAttentionImpl::matmul_macs(int64_t tokens) const {
+  // re-weighted features of width f = 2d (1-D) or 4d (2-D): kv and q̃·kv: 2·N·f·C; normaliser: N·f·h
+  const int64_t f = (options_.cosformer_index() == CosformerIndex::raster_1d ? 2 : 4) * head_dim();
+  return 2 * tokens * f * options_.dim() + tokens * f * options_.heads();
+}
+
 }  // namespace rala

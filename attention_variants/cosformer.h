@@ -26,6 +26,11 @@ class CosformerAttentionImpl : public ProjectedAttention {
   explicit CosformerAttentionImpl(AttentionOptions options);
   torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx) override;
   Variant variant() const override;
+
+ protected:
+  int64_t matmul_macs(int64_t tokens) const override;
+
+ public:
   static constexpr double kEps = 1e-6;
 
   /// The re-weighting angles for an H×W grid: (N, 1) for raster_1d, (N, 2) [θr, θc] for separable_2d.

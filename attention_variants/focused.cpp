@@ -58,4 +58,14 @@ torch::Tensor FocusedAttentionImpl::forward(const torch::Tensor& x, const Attent
   return finish(r.output, p, ctx, positional);
 }
 
+int64_t FocusedAttentionImpl::matmul_macs(int64_t tokens) const {
+  // kv and q·kv: 2·N·d·C; normaliser: N·C
+  return 2 * tokens * head_dim() * options_.dim() + tokens * options_.dim();
+}
+
+int64_t FocusedAttentionImpl::extra_projection_macs(int64_t tokens) const {
+  // DWC over the d channels of every head: k²·C·N
+  return options_.dwc_kernel() * options_.dwc_kernel() * options_.dim() * tokens;
+}
+
 }  // namespace rala

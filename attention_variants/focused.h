@@ -23,6 +23,12 @@ class FocusedAttentionImpl : public ProjectedAttention {
   explicit FocusedAttentionImpl(AttentionOptions options);
   torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx) override;
   Variant variant() const override;
+
+ protected:
+  int64_t matmul_macs(int64_t tokens) const override;
+  int64_t extra_projection_macs(int64_t tokens) const override;
+
+ public:
   static constexpr double kEps = 1e-6;
 
   torch::Tensor scale;                ///< (1, 1, C)

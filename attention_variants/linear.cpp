@@ -20,4 +20,9 @@ torch::Tensor LinearAttentionImpl::forward(const torch::Tensor& x, const Attenti
   return finish(r.output, p, ctx);
 }
 
+int64_t LinearAttentionImpl::matmul_macs(int64_t tokens) const {
+  // kv = φ(K)ᵀV and φ(Q)·kv: 2·N·d·C; normaliser φ(Q)·Σφ(K): N·C
+  return 2 * tokens * head_dim() * options_.dim() + tokens * options_.dim();
+}
+
 }  // namespace rala

@@ -20,6 +20,11 @@ class LinearAttentionImpl : public ProjectedAttention {
   explicit LinearAttentionImpl(AttentionOptions options);
   torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx) override;
   Variant variant() const override;
+
+ protected:
+  int64_t matmul_macs(int64_t tokens) const override;
+
+ public:
   static constexpr double kEps = 1e-6;
 };
 TORCH_MODULE(LinearAttention);

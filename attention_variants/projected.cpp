@@ -36,4 +36,13 @@ torch::Tensor ProjectedAttention::finish(const torch::Tensor& res, const Project
   return proj_->forward(y);
 }
 
+AttentionMacs ProjectedAttention::macs(int64_t height, int64_t width) const {
+  const int64_t C = options_.dim(), N = height * width;
+  AttentionMacs m;
+  m.projections = (gated_ ? 4 : 3) * C * C * N + C * C * N + extra_projection_macs(N);
+  if (!lepe_.is_empty()) m.projections += 25 * C * N;
+  m.matmuls = matmul_macs(N);
+  return m;
+}
+
 }  // namespace rala

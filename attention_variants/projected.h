@@ -24,6 +24,8 @@ class ProjectedAttention : public AttentionBase {
   bool gated() const { return gated_; }
   bool has_lepe() const { return !lepe_.is_empty(); }
   int64_t head_dim() const { return options_.dim() / options_.heads(); }
+  /// Projections: qkv(o) (3|4)·C²·N + LePE 25·C·N + proj C²·N; matmuls from matmul_macs().
+  AttentionMacs macs(int64_t height, int64_t width) const override;
 
  protected:
   /// Registers the projections; `gated` adds the o rows, `with_lepe` the 5×5 depthwise conv on v.
@@ -34,6 +36,11 @@ class ProjectedAttention : public AttentionBase {
   /// `extra` (B, C, H, W), if defined, is added with LePE (a variant's own positional term, e.g. FLatten's DWC).
   torch::Tensor finish(const torch::Tensor& res, const Projected& p, const AttentionContext& ctx,
                        const torch::Tensor& extra = {});
+
+  /// The variant's token-mixing MACs on N tokens (per image).
+  virtual int64_t matmul_macs(int64_t tokens) const = 0;
+  /// A variant's own extra projection MACs (e.g. FLatten's DWC).
+  virtual int64_t extra_projection_macs(int64_t tokens) const { return 0; }
 
   const char* variant_name_;
   bool gated_;

@@ -38,4 +38,10 @@ torch::Tensor RalaAttentionImpl::forward(const torch::Tensor& x, const Attention
   return finish(r.output, p, ctx);
 }
 
+int64_t RalaAttentionImpl::matmul_macs(int64_t tokens) const {
+  // α logits mean(φQ)·φ(K)ᵀ: N·C; kv and RoPE(φQ)·kv: 2·N·d·C; normaliser: N·C
+  const int64_t alpha = options_.alpha() ? tokens * options_.dim() : 0;
+  return alpha + 2 * tokens * head_dim() * options_.dim() + tokens * options_.dim();
+}
+
 }  // namespace rala

@@ -24,6 +24,11 @@ class RalaAttentionImpl : public ProjectedAttention {
   explicit RalaAttentionImpl(AttentionOptions options);
   torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx) override;
   Variant variant() const override;
+
+ protected:
+  int64_t matmul_macs(int64_t tokens) const override;
+
+ public:
   bool uses_rope() const override { return options_.rope(); }
   static constexpr double kEps = 1e-6;
 };

@@ -29,4 +29,9 @@ torch::Tensor SoftmaxAttentionImpl::forward(const torch::Tensor& x, const Attent
   return finish(res, p, ctx);
 }
 
+int64_t SoftmaxAttentionImpl::matmul_macs(int64_t tokens) const {
+  // QKᵀ and A·V: 2·N²·C (RoPE and softmax are element-wise, not counted)
+  return 2 * tokens * tokens * options_.dim();
+}
+
 }  // namespace rala

@@ -18,6 +18,11 @@ class SoftmaxAttentionImpl : public ProjectedAttention {
   explicit SoftmaxAttentionImpl(AttentionOptions options);
   torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx) override;
   Variant variant() const override;
+
+ protected:
+  int64_t matmul_macs(int64_t tokens) const override;
+
+ public:
   bool uses_rope() const override { return options_.rope(); }
 };
 TORCH_MODULE(SoftmaxAttention);

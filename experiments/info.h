@@ -12,6 +12,8 @@ namespace rala {
 
 /// Prints the information block to `out`.
 void print_info(std::ostream& out);
+/// Prints every preset with its parameters and GMACs at its default size.
+void print_presets(std::ostream& out);
 /// Registers the `info` subcommand on app.
 void add_info_command(CLI::App& app);
 

@@ -49,8 +49,63 @@ RavltOptions ravlt_preset(const std::string& name) {
   if (n == "ravlt_l") return ravlt_l();
   if (n == "ravlt_micro") return ravlt_micro();
   std::string known;
-  for (const auto& k : ravlt_preset_names()) known += (known.empty() ? "" : ", ") + k;
+  for (const auto& k : model_preset_names()) known += (known.empty() ? "" : ", ") + k;
   TORCH_CHECK(false, "unknown model preset '", name, "' (expected one of: ", known, ")");
 }
+
+std::vector<std::string> model_preset_names() {
+  auto names = ravlt_preset_names();
+  names.push_back("deit_tiny");
+  names.push_back("deit_small");
+  return names;
+}
+
+namespace {
+std::string lower(const std::string& s) {
+  std::string out;
+  for (char c : s) out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+}  // namespace
+
+AnyModel::AnyModel(const std::string& preset, const std::string& pattern, const std::vector<std::string>& settings,
+                   int64_t num_classes)
+    : preset_(lower(preset)), settings_(settings) {
+  if (preset_ == "deit_tiny" || preset_ == "deit_small") {
+    auto o = preset_ == "deit_tiny" ? deit_tiny() : deit_small();
+    if (!pattern.empty()) o.attn_pattern(pattern);
+    if (num_classes >= 0) o.num_classes(num_classes);
+    o.attn_settings(settings);
+    pattern_ = o.attn_pattern();
+    deit_ = Deit(o);
+    module_ = deit_.ptr();
+  } else {
+    auto o = ravlt_preset(preset_);
+    if (!pattern.empty()) o.attn_pattern(pattern);
+    if (num_classes >= 0) o.num_classes(num_classes);
+    o.attn_settings(settings);
+    pattern_ = o.attn_pattern();
+    ravlt_ = Ravlt(o);
+    module_ = ravlt_.ptr();
+  }
+}
+
+torch::Tensor AnyModel::forward(const torch::Tensor& images) {
+  return is_ravlt() ? ravlt_->forward(images) : deit_->forward(images);
+}
+
+ModelMacs AnyModel::macs(int64_t height, int64_t width) const {
+  return is_ravlt() ? count_macs(*ravlt_, height, width) : count_macs(*deit_, height, width);
+}
+
+void AnyModel::set_probe_sinks(std::function<ProbeSink*(int64_t, int64_t)> sinks) {
+  if (is_ravlt())
+    ravlt_->probe_sinks = std::move(sinks);
+  else
+    deit_->probe_sinks = std::move(sinks);
+}
+
+int64_t AnyModel::default_image_size() const { return preset_ == "ravlt_micro" ? 64 : 224; }
+
 
 }  // namespace rala

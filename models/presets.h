@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "models/deit.h"
+#include "models/macs.h"
 #include "models/ravlt.h"
 
 namespace rala {
@@ -25,5 +27,38 @@ RavltOptions ravlt_micro();
 RavltOptions ravlt_preset(const std::string& name);
 /// Names of the RAVLT presets.
 std::vector<std::string> ravlt_preset_names();
+/// Every preset name: the RAVLT ones, then deit_tiny, deit_small.
+std::vector<std::string> model_preset_names();
+
+/// A model of either family behind one face, built from a preset name, an attention pattern and attention settings.
+///   auto m = rala::make_model("ravlt_t", "RRRR", {"alpha=0"});
+///   auto logits = m.forward(images);
+class AnyModel {
+ public:
+  /// pattern "" = the preset's default (RRSS for RAVLT, S for DeiT); num_classes < 0 = the preset's.
+  AnyModel(const std::string& preset, const std::string& pattern = "", const std::vector<std::string>& settings = {},
+           int64_t num_classes = -1);
+  torch::Tensor forward(const torch::Tensor& images);
+  ModelMacs macs(int64_t height, int64_t width) const;
+  int64_t parameters() const { return count_parameters(*module_); }
+  /// Attach per-layer probe sinks (stage, block) → sink or nullptr.
+  void set_probe_sinks(std::function<ProbeSink*(int64_t, int64_t)> sinks);
+  const std::string& preset() const { return preset_; }
+  const std::string& pattern() const { return pattern_; }
+  const std::vector<std::string>& settings() const { return settings_; }
+  /// The default input side (224 for the ImageNet presets, 64 for ravlt_micro).
+  int64_t default_image_size() const;
+  std::shared_ptr<torch::nn::Module> module() const { return module_; }
+  bool is_ravlt() const { return !ravlt_.is_empty(); }
+  Ravlt& ravlt() { return ravlt_; }
+  Deit& deit() { return deit_; }
+
+ private:
+  std::string preset_, pattern_;
+  std::vector<std::string> settings_;
+  Ravlt ravlt_{nullptr};
+  Deit deit_{nullptr};
+  std::shared_ptr<torch::nn::Module> module_;
+};
 
 }  // namespace rala

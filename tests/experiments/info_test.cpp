@@ -1,6 +1,7 @@
 // `rala info` as a user runs it: the binary prints versions, threads, the BLAS in use and every variant.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <memory>
@@ -37,6 +38,34 @@ TEST(InfoCommand, BadFlagsFailWithOneLine) {
   out = run(std::string(RALA_BINARY) + " frobnicate 2>&1", &status);
   EXPECT_NE(status, 0);
   EXPECT_NE(out.find("frobnicate"), std::string::npos) << out;
+}
+
+TEST(InfoCommand, ModelParamsAndBothGmacs) {
+  int status = 0;
+  auto out = run(std::string(RALA_BINARY) + " info --model RAVLT_T", &status);
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_NE(out.find("14897768"), std::string::npos) << out;  // official parameter count
+  EXPECT_NE(out.find("2.41"), std::string::npos) << out;      // GMACs without / with attention matmuls
+  EXPECT_NE(out.find("2.61"), std::string::npos) << out;
+  out = run(std::string(RALA_BINARY) + " info --model ravlt_micro --attn-pattern RRRR --attn-opt alpha=0 --image-size 28",
+            &status);
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_NE(out.find("RRRR with alpha=0"), std::string::npos) << out;
+  EXPECT_NE(out.find("28x28"), std::string::npos) << out;
+  out = run(std::string(RALA_BINARY) + " info", &status);
+  for (const char* preset : {"ravlt_t", "ravlt_s", "ravlt_b", "ravlt_l", "ravlt_micro", "deit_tiny", "deit_small"})
+    EXPECT_NE(out.find(preset), std::string::npos) << preset;
+}
+
+TEST(InfoCommand, UnknownModelOrPatternIsOneClearLine) {
+  int status = 0;
+  auto out = run(std::string(RALA_BINARY) + " info --model ravlt_xxl 2>&1", &status);
+  EXPECT_NE(status, 0);
+  EXPECT_NE(out.find("rala: error: unknown model preset 'ravlt_xxl'"), std::string::npos) << out;
+  out = run(std::string(RALA_BINARY) + " info --model ravlt_t --attn-pattern RRQS 2>&1", &status);
+  EXPECT_NE(status, 0);
+  EXPECT_NE(out.find("unknown attention pattern letter 'Q'"), std::string::npos) << out;
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
 }
 
 }  // namespace
