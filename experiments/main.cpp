@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "experiments/info.h"
+#include "experiments/predict.h"
 #include "experiments/runtime.h"
 
 int main(int argc, char** argv) {
@@ -13,11 +14,13 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "Intra-op threads (0 = all cores)")->check(CLI::NonNegativeNumber);
   app.set_version_flag("--version", rala::tool_version());
   app.parse_complete_callback([&] { rala::configure_threads(threads); });
+  rala::set_command_line(argc, argv);
   rala::add_info_command(app);
+  rala::add_predict_command(app);
   try {
     app.parse(argc, argv);
     if (app.get_subcommands().empty()) {
-      std::cerr << "rala: error: a subcommand is required (one of: info); run 'rala --help'\n";
+      std::cerr << "rala: error: a subcommand is required (one of: info, predict); run 'rala --help'\n";
       return 2;
     }
   } catch (const CLI::ParseError& e) {

@@ -47,6 +47,25 @@ std::string blas_info() {
   return out;
 }
 
+namespace {
+std::string& command_line_storage() {
+  static std::string value;
+  return value;
+}
+}  // namespace
+
+void set_command_line(int argc, char** argv) {
+  std::string s;
+  for (int i = 0; i < argc; ++i) {
+    std::string arg = argv[i];
+    const bool quote = arg.empty() || arg.find_first_of(" \t\"'") != std::string::npos;
+    s += (i ? " " : "") + (quote ? "'" + arg + "'" : arg);
+  }
+  command_line_storage() = s;
+}
+
+const std::string& command_line() { return command_line_storage(); }
+
 std::string error_line(const std::exception& e) {
   if (auto c10 = dynamic_cast<const c10::Error*>(&e)) return c10->what_without_backtrace();
   return e.what();

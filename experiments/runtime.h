@@ -17,6 +17,9 @@ std::string torch_version();
 int configure_threads(int requested);
 /// The BLAS library mapped into this process (resolved path), plus OpenBLAS's own config string when it is OpenBLAS.
 std::string blas_info();
+/// The command line of this process (set once by main), recorded in every output file.
+void set_command_line(int argc, char** argv);
+const std::string& command_line();
 /// One line for an exception: c10::Error without its backtrace, anything else as what().
 std::string error_line(const std::exception& e);
 

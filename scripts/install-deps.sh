@@ -14,6 +14,7 @@ PACKAGES=(
   libbenchmark-dev        # Google Benchmark
   libstb-dev              # image decoding
   libfmt-dev
+  zlib1g-dev              # gzip IDX files (Fashion-MNIST)
   nlohmann-json3-dev
   libopenblas0-pthread    # optimised BLAS (reference BLAS is ~20x slower)
   gnuplot-nox             # figures

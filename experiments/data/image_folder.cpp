@@ -1,0 +1,157 @@
+#include "experiments/data/image_folder.h"
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <limits>
+#include <memory>
+#include <system_error>
+
+// stb_image is compiled into this translation unit only, with internal linkage (STB_IMAGE_STATIC), so it cannot clash
+// with another copy (e.g. Debian's libstb.a) linked into the same program.
+#define STB_IMAGE_STATIC
+#define STB_IMAGE_IMPLEMENTATION
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#endif
+#include <stb/stb_image.h>
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+
+namespace rala::data {
+namespace {
+
+namespace fs = std::filesystem;
+
+bool is_hidden(const fs::path& p) {
+  const std::string name = p.filename().string();
+  return !name.empty() && name[0] == '.';
+}
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
+/// Image files under `dir`, recursively (following directory symlinks, skipping hidden entries), sorted by path.
+std::vector<std::string> images_below(const fs::path& dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  fs::recursive_directory_iterator it(
+      dir, fs::directory_options::follow_directory_symlink | fs::directory_options::skip_permission_denied, ec);
+  TORCH_CHECK(!ec, "ImageFolder: cannot list '", dir.string(), "': ", ec.message());
+  for (; it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    TORCH_CHECK(!ec, "ImageFolder: cannot list '", dir.string(), "': ", ec.message());
+    if (is_hidden(it->path())) {
+      if (it->is_directory(ec)) it.disable_recursion_pending();
+      continue;
+    }
+    if (it->is_regular_file(ec) && is_image_file(it->path().string())) out.push_back(it->path().string());
+  }
+  TORCH_CHECK(!ec, "ImageFolder: cannot list '", dir.string(), "': ", ec.message());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace
+
+bool is_image_file(const std::string& path) {
+  const std::string ext = lower(fs::path(path).extension().string());
+  return ext == ".jpg" || ext == ".jpeg" || ext == ".png";
+}
+
+torch::Tensor decode_image(const std::string& path) {
+  std::error_code ec;
+  TORCH_CHECK(fs::exists(path, ec), "image '", path, "' cannot be decoded: missing file");
+  TORCH_CHECK(!fs::is_directory(path, ec), "image '", path, "' cannot be decoded: it is a directory, expected a file");
+  std::ifstream in(path, std::ios::binary);
+  TORCH_CHECK(in.good(), "image '", path, "' cannot be decoded: the file cannot be opened for reading");
+  const std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  TORCH_CHECK(!in.bad(), "image '", path, "' cannot be decoded: read error");
+  TORCH_CHECK(!bytes.empty(), "image '", path, "' cannot be decoded: the file is empty");
+  TORCH_CHECK(bytes.size() <= static_cast<size_t>(std::numeric_limits<int>::max()), "image '", path,
+              "' cannot be decoded: ", bytes.size(), " bytes, expected at most 2 GiB");
+
+  int width = 0, height = 0, channels_in_file = 0;
+  std::unique_ptr<stbi_uc, void (*)(void*)> pixels(
+      stbi_load_from_memory(bytes.data(), static_cast<int>(bytes.size()), &width, &height, &channels_in_file, 3),
+      stbi_image_free);
+  if (!pixels) {
+    const char* reason = stbi_failure_reason();
+    TORCH_CHECK(false, "image '", path, "' cannot be decoded: ", reason ? reason : "unknown stb_image error");
+  }
+  // stb_image gives interleaved (H, W, 3); copy out before the buffer is freed, then make it channels-first.
+  auto hwc = torch::from_blob(pixels.get(), {height, width, 3}, torch::kUInt8);
+  return hwc.permute({2, 0, 1}).contiguous();
+}
+
+ImageFolder::ImageFolder(const std::string& root) : root_(root) {
+  std::error_code ec;
+  TORCH_CHECK(fs::exists(root, ec), "ImageFolder: missing directory '", root, "'");
+  TORCH_CHECK(fs::is_directory(root, ec), "ImageFolder: '", root, "' is not a directory");
+
+  std::vector<std::string> class_dirs;
+  std::vector<std::string> loose;
+  fs::directory_iterator it(root, fs::directory_options::skip_permission_denied, ec);
+  TORCH_CHECK(!ec, "ImageFolder: cannot list '", root, "': ", ec.message());
+  for (; it != fs::directory_iterator(); it.increment(ec)) {
+    TORCH_CHECK(!ec, "ImageFolder: cannot list '", root, "': ", ec.message());
+    if (is_hidden(it->path())) continue;
+    if (it->is_directory(ec)) {
+      class_dirs.push_back(it->path().filename().string());
+    } else if (it->is_regular_file(ec) && is_image_file(it->path().string())) {
+      loose.push_back(it->path().string());
+    }
+  }
+  TORCH_CHECK(!ec, "ImageFolder: cannot list '", root, "': ", ec.message());
+
+  if (class_dirs.empty()) {
+    TORCH_CHECK(!loose.empty(), "ImageFolder: '", root,
+                "' holds no images, expected class sub-folders or .jpg/.jpeg/.png files");
+    std::sort(loose.begin(), loose.end());
+    paths_ = std::move(loose);
+    labels_.assign(paths_.size(), -1);
+    return;
+  }
+
+  TORCH_CHECK(loose.empty(), "ImageFolder: '", root, "' holds both class sub-folders and loose images (e.g. '",
+              loose.front(), "'), expected one layout");
+  std::sort(class_dirs.begin(), class_dirs.end());
+  classes_ = class_dirs;
+  for (size_t k = 0; k < classes_.size(); ++k) {
+    const fs::path dir = fs::path(root) / classes_[k];
+    std::vector<std::string> files = images_below(dir);
+    TORCH_CHECK(!files.empty(), "ImageFolder: class folder '", dir.string(),
+                "' holds no images, expected .jpg/.jpeg/.png files");
+    for (auto& f : files) {
+      paths_.push_back(std::move(f));
+      labels_.push_back(static_cast<int64_t>(k));
+    }
+  }
+}
+
+void ImageFolder::check_index(int64_t i) const {
+  TORCH_CHECK(i >= 0 && i < size(), "ImageFolder '", root_, "': index ", i, " out of range, expected 0..", size() - 1);
+}
+
+const std::string& ImageFolder::path(int64_t i) const {
+  check_index(i);
+  return paths_[static_cast<size_t>(i)];
+}
+
+int64_t ImageFolder::label(int64_t i) const {
+  check_index(i);
+  return labels_[static_cast<size_t>(i)];
+}
+
+torch::Tensor ImageFolder::labels() const { return torch::tensor(labels_, torch::kInt64); }
+
+torch::Tensor ImageFolder::load(int64_t i) const { return decode_image(path(i)); }
+
+}  // namespace rala::data

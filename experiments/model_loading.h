@@ -1,0 +1,38 @@
+#pragma once
+/// \file model_loading.h
+/// Building a model from CLI flags and loading its weights: one place for every subcommand that needs a model.
+
+#include <CLI/CLI.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "models/presets.h"
+
+namespace rala {
+
+/// The model flags shared by subcommands: --model, --attn-pattern, --attn-opt, --checkpoint, --checkpoint-key, --seed.
+struct ModelFlags {
+  std::string model = "ravlt_t";
+  std::string pattern;                ///< "" = the checkpoint's (own format) or the preset's default
+  std::vector<std::string> settings;  ///< attention key=value settings
+  std::string checkpoint;             ///< "" = random weights
+  std::string checkpoint_key;         ///< "", "model" or "model_ema"
+  uint64_t seed = 0;
+
+  /// Adds the flags to a subcommand.
+  void add_to(CLI::App& cmd);
+  /// "random:seed=S" or the checkpoint path (+ key).
+  std::string weights_description() const;
+};
+
+/// A model built from flags, with its weights: a checkpoint's pattern and settings (own format, from its meta) are used
+/// unless the flags give them; the class count follows the checkpoint's `head.bias`. Put in eval mode.
+struct LoadedModel {
+  std::unique_ptr<AnyModel> model;
+  std::vector<std::string> classes;  ///< class names from the checkpoint's meta, if any
+};
+LoadedModel load_model(const ModelFlags& flags);
+
+}  // namespace rala

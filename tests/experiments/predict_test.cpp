@@ -1,0 +1,106 @@
+// `rala predict` end to end: an official-format checkpoint (made from the golden micro model's weights) and an HDF5
+// input reproduce the official logits; image files print top-k; bad input gives one clear line and no output file.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+
+#include "analysis/h5_store.h"
+#include "tests/test_util.h"
+
+namespace rala {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string run(const std::string& cmd, int* status) {
+  std::string out;
+  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen((cmd + " 2>&1").c_str(), "r"), pclose);
+  std::array<char, 4096> buf{};
+  while (fgets(buf.data(), buf.size(), pipe.get())) out += buf.data();
+  *status = pclose(pipe.release());
+  return out;
+}
+
+struct TempDir {
+  fs::path path = fs::temp_directory_path() / ("rala_predict_" + std::to_string(::getpid()) + "_" +
+                                               std::to_string(reinterpret_cast<uintptr_t>(this)));
+  TempDir() { fs::create_directories(path); }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+TEST(Predict, OfficialCheckpointAndH5InputReproduceOfficialLogits) {
+  TempDir tmp;
+  const auto out = (tmp.path / "logits.h5").string();
+  int status = 0;
+  for (const char* key : {"", " --checkpoint-key model"}) {
+    auto log = run(std::string(RALA_BINARY) + " predict --model ravlt_micro --attn-pattern RRSS --checkpoint " +
+                       test::data_path("checkpoint_official_micro.pth") + key + " --input-h5 " +
+                       test::data_path("ravlt_micro_rrss.h5") + " --output-h5 " + out,
+                   &status);
+    ASSERT_EQ(status, 0) << log;
+    auto logits = h5::read_tensor(out, "logits");
+    auto ref = test::golden("ravlt_micro_rrss.h5", "logits");
+    EXPECT_LE(test::max_abs_err(logits, ref), 1e-4 * std::max(1.0, ref.abs().max().item<double>()));
+    h5::File f(out, h5::Mode::read);
+    EXPECT_NE(f.attr_string("/", "command_line").find("--input-h5"), std::string::npos);
+    EXPECT_EQ(f.attr_string("/", "attn_pattern"), "RRSS");
+    EXPECT_FALSE(fs::exists(out + ".partial"));
+  }
+  // The EMA weights of the fixture are 0.5× the model's: different logits.
+  auto log = run(std::string(RALA_BINARY) + " predict --model ravlt_micro --checkpoint " +
+                     test::data_path("checkpoint_official_micro.pth") + " --checkpoint-key model_ema --input-h5 " +
+                     test::data_path("ravlt_micro_rrss.h5") + " --output-h5 " + out,
+                 &status);
+  ASSERT_EQ(status, 0) << log;
+  EXPECT_GT(test::max_abs_err(h5::read_tensor(out, "logits"), test::golden("ravlt_micro_rrss.h5", "logits")), 1e-3);
+}
+
+TEST(Predict, ImagesPrintTopK) {
+  std::vector<std::string> images;
+  for (const auto& e : fs::recursive_directory_iterator(test::data_path("images")))
+    if (e.is_regular_file() && (e.path().extension() == ".png" || e.path().extension() == ".jpg") &&
+        e.path().string().find("corrupt") == std::string::npos)
+      images.push_back(e.path().string());
+  ASSERT_FALSE(images.empty());
+  images.resize(std::min<size_t>(images.size(), 2));
+  std::string cmd = std::string(RALA_BINARY) + " predict --model ravlt_micro --top-k 3";
+  for (const auto& i : images) cmd += " " + i;
+  int status = 0;
+  auto out = run(cmd, &status);
+  ASSERT_EQ(status, 0) << out;
+  for (const auto& i : images) EXPECT_NE(out.find(i + "\n  1. class "), std::string::npos) << out;
+  EXPECT_NE(out.find("  3. class "), std::string::npos) << out;
+  EXPECT_EQ(out.find("  4. class "), std::string::npos) << out;
+}
+
+TEST(Predict, BadInputIsOneLineAndLeavesNoFile) {
+  TempDir tmp;
+  int status = 0;
+  auto out = run(std::string(RALA_BINARY) + " predict --model ravlt_micro " + (tmp.path / "missing.png").string(), &status);
+  EXPECT_NE(status, 0);
+  EXPECT_NE(out.find("missing.png"), std::string::npos) << out;
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
+  // An input of the wrong shape: refused, and nothing at the output path.
+  const auto bad = (tmp.path / "bad.h5").string(), target = (tmp.path / "out.h5").string();
+  h5::write_tensor(bad, "input", torch::zeros({2, 1, 8, 8}));
+  out = run(std::string(RALA_BINARY) + " predict --model ravlt_micro --input-h5 " + bad + " --output-h5 " + target,
+            &status);
+  EXPECT_NE(status, 0);
+  EXPECT_NE(out.find("must be (N, 3, H, W)"), std::string::npos) << out;
+  EXPECT_FALSE(fs::exists(target));
+  EXPECT_FALSE(fs::exists(target + ".partial"));
+  // A checkpoint that does not fit the model: names the checkpoint and the mismatch.
+  out = run(std::string(RALA_BINARY) + " predict --model ravlt_t --checkpoint " +
+                test::data_path("checkpoint_official_micro.pth") + " --input-h5 " +
+                test::data_path("ravlt_micro_rrss.h5") + " --output-h5 " + target,
+            &status);
+  EXPECT_NE(status, 0);
+  EXPECT_NE(out.find("does not fit ravlt_t"), std::string::npos) << out;
+  EXPECT_FALSE(fs::exists(target));
+}
+
+}  // namespace
+}  // namespace rala
