@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "experiments/runtime.h"
 #include "models/checkpoint.h"
 
 namespace rala {
@@ -56,6 +57,13 @@ LoadedModel load_model(const ModelFlags& flags) {
   }
   out.model->module()->eval();
   return out;
+}
+
+std::string model_meta_json(const AnyModel& model, const std::vector<std::string>& classes) {
+  nlohmann::json meta = {{"preset", model.preset()},        {"attn_pattern", model.pattern()},
+                         {"attn_settings", model.settings()}, {"classes", classes},
+                         {"tool_version", tool_version()},    {"git_commit", git_commit()}};
+  return meta.dump();
 }
 
 }  // namespace rala

@@ -35,4 +35,7 @@ struct LoadedModel {
 };
 LoadedModel load_model(const ModelFlags& flags);
 
+/// The 'meta' JSON of our own checkpoints: preset, attn_pattern, attn_settings, classes, tool_version, git_commit.
+std::string model_meta_json(const AnyModel& model, const std::vector<std::string>& classes = {});
+
 }  // namespace rala
