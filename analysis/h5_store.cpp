@@ -493,6 +493,23 @@ torch::Tensor File::read(const std::string& dataset_path) const {
   });
 }
 
+void File::create_group(const std::string& group_path) {
+  H5::H5File& f = handle(file_);
+  const std::string norm = normalize(group_path);
+  if (norm == "/") return;
+  require_writable(mode_, norm, path_);
+  translate("cannot create group " + in_file(norm, path_), [&] {
+    for (const std::string& prefix : parent_prefixes(norm + "/x")) {
+      const H5O_type_t type = object_type(f, prefix);
+      if (type == H5O_TYPE_UNKNOWN) {
+        f.createGroup(prefix);
+      } else if (type != H5O_TYPE_GROUP) {
+        fail("cannot create group " + in_file(norm, path_) + ": " + quote_path(prefix) + " is a dataset, not a group");
+      }
+    }
+  });
+}
+
 void File::write(const std::string& dataset_path, const torch::Tensor& t, bool compress) {
   H5::H5File& f = handle(file_);
   const std::string norm = dataset_path_checked(dataset_path, path_);

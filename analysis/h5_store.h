@@ -55,6 +55,8 @@ class File {
   /// Sorted names of the direct children (groups and datasets) of the group at `group_path`. Throws when it is missing
   /// or not a group.
   std::vector<std::string> list(const std::string& group_path = "/") const;
+  /// Creates the group at `group_path` and any missing parents (no-op when it exists); throws if a dataset is in the way.
+  void create_group(const std::string& group_path);
   /// Whether `object_path` exists and is a dataset (false when missing or a group).
   bool is_dataset(const std::string& object_path) const;
   /// Whether `object_path` exists and is a group (false when missing or a dataset).

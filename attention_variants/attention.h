@@ -51,6 +51,8 @@ class ProbeSink {
   virtual void receive(Probe p, const torch::Tensor& value) = 0;
   /// Largest token count N for which the (B, h, N, N) attention map is materialised.
   virtual int64_t attention_limit() const { return 4096; }
+  /// Called by the model harness before the layer runs, with the layer's token grid.
+  virtual void on_layer(int64_t height, int64_t width) {}
 };
 
 /// A sink that keeps a detached copy of every probe it wants (all but `attention` by default).

@@ -5,6 +5,7 @@
 
 #include "experiments/info.h"
 #include "experiments/predict.h"
+#include "experiments/rank.h"
 #include "experiments/runtime.h"
 
 int main(int argc, char** argv) {
@@ -17,10 +18,11 @@ int main(int argc, char** argv) {
   rala::set_command_line(argc, argv);
   rala::add_info_command(app);
   rala::add_predict_command(app);
+  rala::add_rank_command(app);
   try {
     app.parse(argc, argv);
     if (app.get_subcommands().empty()) {
-      std::cerr << "rala: error: a subcommand is required (one of: info, predict); run 'rala --help'\n";
+      std::cerr << "rala: error: a subcommand is required (one of: info, predict, rank); run 'rala --help'\n";
       return 2;
     }
   } catch (const CLI::ParseError& e) {

@@ -7,10 +7,10 @@
 
 namespace rala {
 
-void ModelFlags::add_to(CLI::App& cmd) {
+void ModelFlags::add_to(CLI::App& cmd, bool with_pattern) {
   cmd.add_option("--model", model, "Preset: ravlt_t ravlt_s ravlt_b ravlt_l ravlt_micro deit_tiny deit_small")
       ->capture_default_str();
-  cmd.add_option("--attn-pattern", pattern, "Attention letter per stage (S L F C R), e.g. RRSS");
+  if (with_pattern) cmd.add_option("--attn-pattern", pattern, "Attention letter per stage (S L F C R), e.g. RRSS");
   cmd.add_option("--attn-opt", settings, "Attention option key=value (repeatable), e.g. alpha=0");
   cmd.add_option("--checkpoint", checkpoint, "Weights: own checkpoint or official RAVLT .pth (default: random)");
   cmd.add_option("--checkpoint-key", checkpoint_key, "Which state dict of an official checkpoint: model | model_ema")

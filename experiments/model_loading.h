@@ -21,8 +21,8 @@ struct ModelFlags {
   std::string checkpoint_key;         ///< "", "model" or "model_ema"
   uint64_t seed = 0;
 
-  /// Adds the flags to a subcommand.
-  void add_to(CLI::App& cmd);
+  /// Adds the flags to a subcommand (without --attn-pattern when the subcommand takes several patterns itself).
+  void add_to(CLI::App& cmd, bool with_pattern = true);
   /// "random:seed=S" or the checkpoint path (+ key).
   std::string weights_description() const;
 };

@@ -25,6 +25,7 @@ torch::Tensor DeitBlockImpl::forward(const torch::Tensor& x, int64_t grid_h, int
   auto h = norm1->forward(x);
   auto patches = h.narrow(1, 1, grid_h * grid_w).transpose(1, 2).reshape({B, C, grid_h, grid_w});  // (B, C, H, W)
   auto ctx = AttentionContext::for_input(patches, C / attn->options().heads(), probes);
+  if (probes) probes->on_layer(grid_h, grid_w);
   auto mixed = attn->forward(patches, ctx).flatten(2).transpose(1, 2);  // (B, N, C)
   auto cls = mixed.mean(1, true);                                      // pooled read-out for the cls token
   auto y = x + rala::drop_path(torch::cat({cls, mixed}, 1), drop_path, is_training());

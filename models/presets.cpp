@@ -105,6 +105,23 @@ void AnyModel::set_probe_sinks(std::function<ProbeSink*(int64_t, int64_t)> sinks
     deit_->probe_sinks = std::move(sinks);
 }
 
+std::vector<AttentionLayerInfo> AnyModel::attention_layers() const {
+  std::vector<AttentionLayerInfo> layers;
+  auto add = [&](int64_t stage, int64_t block, const AttentionBase& attn) {
+    const auto& o = attn.options();
+    layers.push_back({stage, block, attn.variant(), o.heads(), o.dim() / o.heads()});
+  };
+  if (is_ravlt()) {
+    for (const auto& stage : ravlt_->stages) {
+      int64_t j = 0;
+      for (const auto& block : *stage->blocks) add(stage->stage, j++, *block->as<RavltBlock>()->attn);
+    }
+  } else {
+    for (size_t i = 0; i < deit_->blocks.size(); ++i) add(0, static_cast<int64_t>(i), *deit_->blocks[i]->attn);
+  }
+  return layers;
+}
+
 int64_t AnyModel::default_image_size() const { return preset_ == "ravlt_micro" ? 64 : 224; }
 
 

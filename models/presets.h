@@ -30,6 +30,15 @@ std::vector<std::string> ravlt_preset_names();
 /// Every preset name: the RAVLT ones, then deit_tiny, deit_small.
 std::vector<std::string> model_preset_names();
 
+/// One attention layer of a model: where it sits and what it is.
+struct AttentionLayerInfo {
+  int64_t stage = 0, block = 0;
+  Variant variant;
+  int64_t heads = 0, head_dim = 0;
+  /// "<stage>.<block>", the layer's name in results files.
+  std::string name() const { return std::to_string(stage) + "." + std::to_string(block); }
+};
+
 /// A model of either family behind one face, built from a preset name, an attention pattern and attention settings.
 ///   auto m = rala::make_model("ravlt_t", "RRRR", {"alpha=0"});
 ///   auto logits = m.forward(images);
@@ -41,6 +50,8 @@ class AnyModel {
   torch::Tensor forward(const torch::Tensor& images);
   ModelMacs macs(int64_t height, int64_t width) const;
   int64_t parameters() const { return count_parameters(*module_); }
+  /// Every attention layer, in forward order.
+  std::vector<AttentionLayerInfo> attention_layers() const;
   /// Attach per-layer probe sinks (stage, block) → sink or nullptr.
   void set_probe_sinks(std::function<ProbeSink*(int64_t, int64_t)> sinks);
   const std::string& preset() const { return preset_; }

@@ -1,0 +1,162 @@
+#include "analysis/probe_recorder.h"
+
+#include <ATen/Parallel.h>
+
+#include <cmath>
+
+namespace rala {
+
+void RunningStat::add(double x) {
+  ++count;
+  const double delta = x - mean;
+  mean += delta / static_cast<double>(count);
+  m2 += delta * (x - mean);
+}
+
+double RunningStat::std() const { return count > 1 ? std::sqrt(m2 / static_cast<double>(count - 1)) : 0.0; }
+
+/// Holds the probes one layer hands over during a forward.
+class ProbeRecorder::LayerSink : public ProbeSink {
+ public:
+  LayerSink(const RecorderOptions& options) : options_(options) {}
+  bool wants(Probe p) const override { return options_.probes().count(p) > 0; }
+  void receive(Probe p, const torch::Tensor& value) override { values[p] = value; }  // a reference, not a copy
+  int64_t attention_limit() const override { return options_.attention_limit(); }
+  void on_layer(int64_t h, int64_t w) override {
+    height = h;
+    width = w;
+  }
+  std::map<Probe, torch::Tensor> values;
+  int64_t height = 0, width = 0;
+
+ private:
+  const RecorderOptions& options_;
+};
+
+ProbeRecorder::ProbeRecorder(std::vector<RecorderLayer> layers, RecorderOptions options, h5::File* store)
+    : layers_(std::move(layers)), options_(std::move(options)), store_(store) {
+  for (size_t i = 0; i < layers_.size(); ++i) sinks_.push_back(std::make_unique<LayerSink>(options_));
+}
+
+ProbeRecorder::~ProbeRecorder() = default;
+
+ProbeSink* ProbeRecorder::sink(int64_t stage, int64_t block) {
+  for (size_t i = 0; i < layers_.size(); ++i)
+    if (layers_[i].stage == stage && layers_[i].block == block) return sinks_[i].get();
+  return nullptr;
+}
+
+std::string ProbeRecorder::tolerance_rule() const {
+  if (options_.relative_tolerance()) {
+    std::ostringstream s;
+    s << "relative: sigma_i > sigma_max*" << *options_.relative_tolerance();
+    return s.str();
+  }
+  return "numpy: sigma_i > sigma_max*max(m,n)*eps(" + probe_dtype_ + ")";
+}
+
+void ProbeRecorder::record(size_t layer, const std::string& probe, const torch::Tensor& matrices, int64_t batch) {
+  // matrices: (B, heads, m, n). One spectrum per (image, head), computed in parallel.
+  const int64_t B = matrices.size(0), heads = matrices.size(1), m = matrices.size(2), n = matrices.size(3);
+  TORCH_CHECK(B == batch, "probe '", probe, "' of layer ", layers_[layer].name, " has ", B, " images, the batch ",
+              batch);
+  const bool attention = probe == "attention";
+  const bool partial = attention && std::min(m, n) > options_.attention_full_svd_limit();
+  const int64_t k = partial ? options_.attention_top_k() : std::min(m, n);
+  const double eps = dtype_eps(matrices.scalar_type());
+  auto data = matrices.detach().to(torch::kCPU);
+  std::vector<Spectrum> spectra(B * heads);
+  at::parallel_for(0, B * heads, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      auto mat = data[i / heads][i % heads];
+      spectra[i] = partial ? top_singular_values(mat, k) : singular_values(mat);
+    }
+  });
+  auto sv = torch::zeros({B, heads, k}, torch::kFloat64);
+  auto rank = torch::zeros({B, heads}, torch::kInt32), e90 = torch::zeros({B, heads}, torch::kInt32),
+       e99 = torch::zeros({B, heads}, torch::kInt32), status = torch::zeros({B, heads}, torch::kInt32);
+  auto erank = torch::zeros({B, heads}, torch::kFloat64), srank = torch::zeros({B, heads}, torch::kFloat64);
+  auto& summary = summary_[layers_[layer].name][probe];
+  for (int64_t i = 0; i < B * heads; ++i) {
+    const auto& s = spectra[i];
+    const int64_t b = i / heads, h = i % heads;
+    status[b][h] = static_cast<int32_t>(s.status);
+    if (s.values.empty()) continue;
+    auto metrics = rank_metrics(s.values, m, n, eps, options_.relative_tolerance());
+    for (size_t j = 0; j < s.values.size() && static_cast<int64_t>(j) < k; ++j) sv[b][h][j] = s.values[j];
+    const int64_t r = options_.relative_tolerance() ? metrics.relative_rank : metrics.numerical_rank;
+    rank[b][h] = static_cast<int32_t>(r);
+    erank[b][h] = metrics.effective_rank;
+    srank[b][h] = metrics.stable_rank;
+    e90[b][h] = static_cast<int32_t>(metrics.energy_rank_90);
+    e99[b][h] = static_cast<int32_t>(metrics.energy_rank_99);
+    summary.rank.add(static_cast<double>(r));
+    summary.effective_rank.add(metrics.effective_rank);
+  }
+  if (store_ == nullptr) return;
+  const std::string g = "/layers/" + layers_[layer].name + "/" + probe;
+  if (!store_->exists(g + "/singular_values")) {
+    store_->create_extendible(g + "/singular_values", torch::kFloat64, {heads, k});
+    for (const char* name : {"rank", "energy_rank_90", "energy_rank_99", "status"})
+      store_->create_extendible(g + "/" + name, torch::kInt32, {heads});
+    for (const char* name : {"effective_rank", "stable_rank"})
+      store_->create_extendible(g + "/" + name, torch::kFloat64, {heads});
+    store_->set_attr(g, "rows", m);
+    store_->set_attr(g, "cols", n);
+    store_->set_attr(g, "complete_spectrum", static_cast<int64_t>(!partial));
+    store_->set_attr(g, "dtype", std::string(c10::toString(matrices.scalar_type())));
+    store_->set_attr(g + "/rank", "rule", tolerance_rule());
+    store_->set_attr(g + "/status", "meaning", "0 ok, 1 not converged, 2 numerical issue (non-finite input)");
+  }
+  store_->append(g + "/singular_values", sv);
+  store_->append(g + "/rank", rank);
+  store_->append(g + "/effective_rank", erank);
+  store_->append(g + "/stable_rank", srank);
+  store_->append(g + "/energy_rank_90", e90);
+  store_->append(g + "/energy_rank_99", e99);
+  store_->append(g + "/status", status);
+}
+
+void ProbeRecorder::flush_batch(int64_t batch) {
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    auto& sink = *sinks_[i];
+    if (sink.values.empty()) continue;
+    const auto& L = layers_[i];
+    if (store_ != nullptr) {
+      const std::string g = "/layers/" + L.name;
+      if (!store_->exists(g)) {
+        store_->create_group(g);
+        store_->set_attr(g, "stage", L.stage);
+        store_->set_attr(g, "block", L.block);
+        store_->set_attr(g, "variant", L.variant);
+        store_->set_attr(g, "heads", L.heads);
+        store_->set_attr(g, "head_dim", L.head_dim);
+        store_->set_attr(g, "tokens", sink.height * sink.width);
+        store_->set_attr(g, "H", sink.height);
+        store_->set_attr(g, "W", sink.width);
+      }
+    }
+    for (auto& [probe, value] : sink.values) {
+      if (probe == Probe::normalizer_z) continue;
+      probe_dtype_ = c10::toString(value.scalar_type());
+      if (probe == Probe::alpha) {  // stored as is, not ranked
+        if (store_ == nullptr) continue;
+        const std::string path = "/layers/" + L.name + "/alpha/values";
+        auto v = value.detach().to(torch::kCPU, torch::kFloat32).contiguous();  // (B, h, N)
+        if (!store_->exists(path)) store_->create_extendible(path, torch::kFloat32, {v.size(1), v.size(2)});
+        store_->append(path, v);
+        continue;
+      }
+      record(i, probe_name(probe), value, batch);
+      if (probe == Probe::output || probe == Probe::output_gated) {
+        // The concatenated (N, C) output of the layer: heads side by side, channel n·d + i.
+        auto all = value.permute({0, 2, 1, 3}).reshape({value.size(0), 1, value.size(2), -1});
+        record(i, std::string(probe_name(probe)) + "_all_heads", all, batch);
+      }
+    }
+    sink.values.clear();
+  }
+  images_ += batch;
+}
+
+}  // namespace rala

@@ -1,0 +1,91 @@
+#pragma once
+/// \file probe_recorder.h
+/// Receives the probes of every attention layer of a model, turns each (image, layer, head) into a spectrum and rank
+/// metrics, and streams them to a results file (schema: ARCHITECTURE.md §4, README "Rank analysis"). Memory stays
+/// flat in the number of images: a batch's probes are dropped once its rows are appended.
+///
+/// Usage:
+///   rala::ProbeRecorder rec(layers, rala::RecorderOptions().probes({Probe::kv_buffer, Probe::output}), &file);
+///   model.set_probe_sinks([&](int64_t s, int64_t b) { return rec.sink(s, b); });
+///   model.forward(batch);
+///   rec.flush_batch(batch.size(0));
+
+#include <torch/torch.h>
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "analysis/h5_store.h"
+#include "analysis/rank_metrics.h"
+#include "analysis/spectrum.h"
+#include "attention_variants/attention.h"
+
+namespace rala {
+
+/// What the recorder needs to know of a layer (analysis knows nothing of models).
+struct RecorderLayer {
+  std::string name;  ///< "<stage>.<block>"
+  int64_t stage = 0, block = 0;
+  std::string variant;
+  int64_t heads = 0, head_dim = 0;
+};
+
+struct RecorderOptions {
+  /// Probes to record: kv_buffer, output, output_gated, alpha, attention. `output` and `output_gated` also give their
+  /// `_all_heads` (N × C) form.
+  TORCH_ARG(std::set<Probe>, probes) = std::set<Probe>{Probe::kv_buffer, Probe::output, Probe::output_gated};
+  /// Rank rule: unset = numpy (σ_max·max(m, n)·eps of the probe's dtype); set = σ_i > σ_max·rel.
+  TORCH_ARG(std::optional<double>, relative_tolerance) = std::nullopt;
+  /// Attention maps with N above this get only their top-k singular values (Lanczos).
+  TORCH_ARG(int64_t, attention_full_svd_limit) = 1024;
+  TORCH_ARG(int64_t, attention_top_k) = 64;
+  /// Attention maps are not materialised at all above this N.
+  TORCH_ARG(int64_t, attention_limit) = 4096;
+};
+
+/// Running mean and standard deviation (Welford).
+struct RunningStat {
+  int64_t count = 0;
+  double mean = 0, m2 = 0;
+  void add(double x);
+  double std() const;
+};
+
+/// Per (layer, probe): mean ± std over images and heads of the rank and effective rank.
+struct ProbeSummary {
+  RunningStat rank, effective_rank;
+};
+
+class ProbeRecorder {
+ public:
+  /// `store` may be null (summaries only); otherwise rows go to it under /layers.
+  ProbeRecorder(std::vector<RecorderLayer> layers, RecorderOptions options, h5::File* store);
+  ~ProbeRecorder();
+  /// The sink of layer (stage, block), or nullptr for a layer the recorder does not know.
+  ProbeSink* sink(int64_t stage, int64_t block);
+  /// Spectra and metrics of the batch just run (B images), appended to the store; the batch's probes are dropped.
+  void flush_batch(int64_t batch);
+  /// Layer → probe name ("kv_buffer", "output_all_heads", …) → summary.
+  const std::map<std::string, std::map<std::string, ProbeSummary>>& summary() const { return summary_; }
+  const std::vector<RecorderLayer>& layers() const { return layers_; }
+  int64_t images() const { return images_; }
+  /// Human-readable rank rule, e.g. "numpy: sigma_max*max(m,n)*eps(float32)" or "relative: 1e-3".
+  std::string tolerance_rule() const;
+
+ private:
+  class LayerSink;
+  void record(size_t layer, const std::string& probe, const torch::Tensor& matrices, int64_t batch);
+  std::vector<RecorderLayer> layers_;
+  RecorderOptions options_;
+  h5::File* store_;
+  std::vector<std::unique_ptr<LayerSink>> sinks_;
+  std::map<std::string, std::map<std::string, ProbeSummary>> summary_;
+  int64_t images_ = 0;
+  std::string probe_dtype_ = "float32";
+};
+
+}  // namespace rala

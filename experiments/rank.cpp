@@ -1,0 +1,241 @@
+#include "experiments/rank.h"
+
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <iostream>
+#include <set>
+#include <sstream>
+
+#include "analysis/h5_store.h"
+#include "attention_variants/registry.h"
+#include "experiments/data/image_source.h"
+#include "experiments/model_loading.h"
+#include "experiments/progress.h"
+#include "experiments/runtime.h"
+
+namespace rala {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct RankArgs {
+  ModelFlags model;
+  std::vector<std::string> patterns;
+  std::string data = "fashion-mnist";
+  int64_t num_images = 16;
+  int64_t batch_size = 8;
+  int64_t image_size = 0;
+  std::string probes = "kv_buffer,output,output_gated";
+  std::string tolerance = "numpy";
+  int64_t attention_top_k = 64;
+  std::string out;
+  bool overwrite = false;
+  bool quiet = false;
+};
+
+std::set<Probe> parse_probes(const std::string& list) {
+  std::set<Probe> probes;
+  std::stringstream ss(list);
+  std::string name;
+  while (std::getline(ss, name, ',')) {
+    if (name.empty()) continue;
+    const Probe p = probe_from_name(name);
+    TORCH_CHECK(p != Probe::normalizer_z, "probe 'normalizer_z' is a vector, not a matrix to rank (expected some of: "
+                                          "kv_buffer, output, output_gated, alpha, attention)");
+    probes.insert(p);
+  }
+  TORCH_CHECK(!probes.empty(), "--probes is empty (expected some of: kv_buffer, output, output_gated, alpha, attention)");
+  return probes;
+}
+
+std::optional<double> parse_tolerance(const std::string& t) {
+  if (t == "numpy") return std::nullopt;
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(t, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  TORCH_CHECK(used == t.size() && v > 0 && v < 1, "--tolerance must be 'numpy' or a relative tolerance in (0, 1), got '",
+              t, "'");
+  return v;
+}
+
+std::string utc_now() {
+  char buf[32];
+  std::time_t t = std::time(nullptr);
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
+}
+
+/// "<out>/<preset>_<pattern>[_<settings>].h5"
+std::string results_path(const RankArgs& a, const std::string& preset, const std::string& pattern) {
+  std::string name = preset + "_" + pattern;
+  for (const auto& s : a.model.settings) {
+    std::string clean;
+    for (char c : s) clean += std::isalnum(static_cast<unsigned char>(c)) ? c : '-';
+    name += "_" + clean;
+  }
+  return (fs::path(a.out) / (name + ".h5")).string();
+}
+
+std::map<std::string, std::map<std::string, ProbeSummary>> run_pattern(const RankArgs& a, const std::string& pattern,
+                                                                       const std::string& path) {
+  ModelFlags flags = a.model;
+  if (!pattern.empty()) flags.pattern = pattern;
+  auto loaded = load_model(flags);
+  AnyModel& model = *loaded.model;
+  const int64_t size = a.image_size > 0 ? a.image_size : model.default_image_size();
+  data::ImageSource source(a.data, size, a.num_images, a.model.seed);
+
+  std::vector<RecorderLayer> layers;
+  for (const auto& l : model.attention_layers())
+    layers.push_back({l.name(), l.stage, l.block, variant_info(l.variant).name, l.heads, l.head_dim});
+  auto options = RecorderOptions().probes(parse_probes(a.probes)).relative_tolerance(parse_tolerance(a.tolerance))
+                     .attention_top_k(a.attention_top_k);
+
+  h5::AtomicPath target(path);  // an error before commit() leaves nothing at `path`
+  std::map<std::string, std::map<std::string, ProbeSummary>> summary;
+  {
+    h5::File file(target.partial(), h5::Mode::truncate);
+    ProbeRecorder recorder(layers, options, &file);
+    model.set_probe_sinks([&](int64_t s, int64_t b) { return recorder.sink(s, b); });
+    file.set_attr("/", "schema_version", int64_t{1});
+    file.set_attr("/", "tool_version", tool_version());
+    file.set_attr("/", "git_commit", git_commit());
+    file.set_attr("/", "torch_version", torch_version());
+    file.set_attr("/", "created_utc", utc_now());
+    file.set_attr("/", "command_line", command_line());
+    file.set_attr("/", "model", model.preset());
+    file.set_attr("/", "attn_pattern", model.pattern());
+    std::string settings;
+    for (const auto& s : model.settings()) settings += (settings.empty() ? "" : " ") + s;
+    file.set_attr("/", "attn_settings", settings);
+    file.set_attr("/", "image_size", std::vector<int64_t>{size, size});
+    file.set_attr("/", "weights", flags.weights_description());
+    file.set_attr("/", "dataset", source.description());
+    file.set_attr("/", "threads", static_cast<int64_t>(at::get_num_threads()));
+    file.set_attr("/", "device", "cpu");
+    file.set_attr("/", "dtype", "float32");
+
+    std::vector<std::string> names;
+    std::vector<int64_t> labels;
+    Progress progress("rank " + model.preset() + " " + model.pattern(), source.size(), "images", a.quiet);
+    torch::NoGradGuard no_grad;
+    while (auto batch = source.next(a.batch_size)) {
+      model.forward(batch->images);
+      recorder.flush_batch(batch->images.size(0));
+      names.insert(names.end(), batch->names.begin(), batch->names.end());
+      labels.insert(labels.end(), batch->labels.begin(), batch->labels.end());
+      progress.update(static_cast<int64_t>(names.size()));
+    }
+    progress.finish();
+    model.set_probe_sinks(nullptr);
+    TORCH_CHECK(!names.empty(), "no images were read from --data ", a.data);
+    file.write_strings("/images/names", names);
+    file.write("/images/labels", torch::tensor(labels, torch::kInt64));
+    file.set_attr("/", "num_images", static_cast<int64_t>(names.size()));
+    file.set_attr("/", "tolerance_rule", recorder.tolerance_rule());
+    summary = recorder.summary();
+    if (!a.quiet)
+      std::fprintf(stderr, "rank %s %s: %zu images, %.1f images/s -> %s\n", model.preset().c_str(),
+                   model.pattern().c_str(), names.size(), progress.rate(), path.c_str());
+  }
+  target.commit();
+  return summary;
+}
+
+std::string cell(const RunningStat& s) {
+  if (s.count == 0) return "-";
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%.1f ± %.1f", s.mean, s.std());
+  return buf;
+}
+
+}  // namespace
+
+void print_rank_table(std::ostream& out, const std::vector<std::string>& run_names,
+                      const std::vector<std::map<std::string, std::map<std::string, ProbeSummary>>>& summaries) {
+  std::set<std::string> probes;
+  std::vector<std::string> layers;
+  for (const auto& s : summaries)
+    for (const auto& [layer, per_probe] : s) {
+      if (std::find(layers.begin(), layers.end(), layer) == layers.end()) layers.push_back(layer);
+      for (const auto& [probe, _] : per_probe) probes.insert(probe);
+    }
+  for (const auto& probe : probes) {
+    out << "\n" << probe << ": numerical rank | effective rank (mean ± std over images and heads)\n";
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%-7s", "layer");
+    out << buf;
+    for (const auto& r : run_names) {
+      std::snprintf(buf, sizeof buf, " | %-29s", r.c_str());
+      out << buf;
+    }
+    out << "\n";
+    for (const auto& layer : layers) {
+      std::snprintf(buf, sizeof buf, "%-7s", layer.c_str());
+      out << buf;
+      for (const auto& s : summaries) {
+        std::string text = "-";
+        auto l = s.find(layer);
+        if (l != s.end()) {
+          auto p = l->second.find(probe);
+          if (p != l->second.end()) text = cell(p->second.rank) + " | " + cell(p->second.effective_rank);
+        }
+        std::snprintf(buf, sizeof buf, " | %-29s", text.c_str());
+        out << buf;
+      }
+      out << "\n";
+    }
+  }
+}
+
+void add_rank_command(CLI::App& app) {
+  auto a = std::make_shared<RankArgs>();
+  auto* cmd = app.add_subcommand("rank", "Rank analysis of the KV buffer and outputs of every attention layer");
+  a->model.add_to(*cmd, /*with_pattern=*/false);
+  cmd->add_option("--attn-pattern", a->patterns, "Attention pattern (repeatable: one results file per pattern)");
+  cmd->add_option("--data", a->data, "fashion-mnist | synthetic | DIR of JPEG/PNG (class sub-folders or flat)")
+      ->capture_default_str();
+  cmd->add_option("--num-images", a->num_images, "Images to analyse (≤ 0: all of the folder/test split)")
+      ->capture_default_str();
+  cmd->add_option("--batch-size", a->batch_size, "Images per forward")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--image-size", a->image_size, "Input side (default: the model's, 224 or 64)");
+  cmd->add_option("--probes", a->probes, "Comma list: kv_buffer,output,output_gated,alpha,attention")->capture_default_str();
+  cmd->add_option("--tolerance", a->tolerance, "Rank rule: numpy (σ_max·max(m,n)·eps) or a relative tolerance")
+      ->capture_default_str();
+  cmd->add_option("--attention-top-k", a->attention_top_k, "Singular values kept of attention maps with N > 1024")
+      ->capture_default_str();
+  cmd->add_option("--out", a->out, "Output directory")->required();
+  cmd->add_flag("--overwrite", a->overwrite, "Replace existing results files");
+  cmd->add_flag("--quiet", a->quiet, "No progress output");
+  cmd->callback([a] {
+    // Everything that can be checked up front is, before any work or any file is touched.
+    parse_probes(a->probes);
+    parse_tolerance(a->tolerance);
+    TORCH_CHECK(a->image_size >= 0, "--image-size must be positive, got ", a->image_size);
+    std::vector<std::string> patterns = a->patterns;
+    if (patterns.empty()) patterns.push_back("");
+    std::vector<std::string> paths, names;
+    for (const auto& p : patterns) {
+      AnyModel probe_model(a->model.model, p, a->model.settings);  // validates preset, pattern and settings
+      paths.push_back(results_path(*a, probe_model.preset(), probe_model.pattern()));
+      names.push_back(probe_model.pattern());
+      TORCH_CHECK(a->overwrite || !fs::exists(paths.back()), "'", paths.back(),
+                  "' exists; pass --overwrite to replace it");
+    }
+    fs::create_directories(a->out);
+    std::vector<std::map<std::string, std::map<std::string, ProbeSummary>>> summaries;
+    for (size_t i = 0; i < patterns.size(); ++i) summaries.push_back(run_pattern(*a, patterns[i], paths[i]));
+    print_rank_table(std::cout, names, summaries);
+    for (const auto& p : paths) std::cout << "wrote " << p << "\n";
+  });
+}
+
+}  // namespace rala

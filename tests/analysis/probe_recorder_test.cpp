@@ -1,0 +1,170 @@
+// The probe recorder and the results schema: the golden RALA kv_buffer spectrum, every dataset of a micro-model run
+// against an independent recomputation (dense oracle SVD, numpy rank rule written out here), and logits unchanged.
+#include <gtest/gtest.h>
+
+#include <Eigen/SVD>
+#include <filesystem>
+
+#include "analysis/probe_recorder.h"
+#include "attention_variants/rala.h"
+#include "attention_variants/registry.h"
+#include "models/presets.h"
+#include "tests/test_util.h"
+
+namespace rala {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct TempFile {
+  std::string path = (fs::temp_directory_path() / ("rala_recorder_" + std::to_string(::getpid()) + "_" +
+                                                   std::to_string(reinterpret_cast<uintptr_t>(this)) + ".h5"))
+                         .string();
+  ~TempFile() { fs::remove(path); }
+};
+
+/// Singular values by Eigen's JacobiSVD (the dense oracle), descending.
+std::vector<double> oracle_sv(const torch::Tensor& m) {
+  auto d = m.to(torch::kFloat64).contiguous();
+  Eigen::MatrixXd e = Eigen::Map<const Eigen::Matrix<double, -1, -1, Eigen::RowMajor>>(d.data_ptr<double>(), d.size(0),
+                                                                                         d.size(1));
+  Eigen::VectorXd s = Eigen::JacobiSVD<Eigen::MatrixXd>(e).singularValues();
+  return std::vector<double>(s.data(), s.data() + s.size());
+}
+
+TEST(ProbeRecorder, RalaKvBufferSpectrumMatchesGolden) {
+  const char* golden = "rala_attention.h5";
+  RalaAttention attn(AttentionOptions(64, 2));
+  test::load_state(*attn, golden);
+  TempFile tmp;
+  {
+    h5::File file(tmp.path, h5::Mode::truncate);
+    ProbeRecorder rec({{"0.0", 0, 0, "rala", 2, 32}}, RecorderOptions().probes({Probe::kv_buffer}), &file);
+    auto x = test::golden(golden, "input");
+    AttentionContext ctx;
+    ctx.height = 7;
+    ctx.width = 9;
+    ctx.rope_sin = test::golden(golden, "rope_sin");
+    ctx.rope_cos = test::golden(golden, "rope_cos");
+    ctx.probes = rec.sink(0, 0);
+    ctx.probes->on_layer(7, 9);
+    torch::NoGradGuard no_grad;
+    attn->forward(x, ctx);
+    rec.flush_batch(2);
+  }
+  auto sv = h5::read_tensor(tmp.path, "/layers/0.0/kv_buffer/singular_values");  // (2, 2, 32)
+  ASSERT_EQ(sv.sizes(), (std::vector<int64_t>{2, 2, 32}));
+  auto kv = test::golden(golden, "probes/kv_buffer");
+  for (int64_t b = 0; b < 2; ++b)
+    for (int64_t h = 0; h < 2; ++h) {
+      auto ref = oracle_sv(kv[b][h]);
+      for (int64_t i = 0; i < 32; ++i) {
+        if (ref[i] < 1e-3 * ref[0]) continue;  // fp32 buffers: relative accuracy only for the well-resolved values
+        EXPECT_NEAR(sv[b][h][i].item<double>() / ref[i], 1.0, 1e-5) << b << " " << h << " " << i;
+      }
+    }
+}
+
+/// Captures every probe of every layer, for the independent recomputation.
+struct CaptureAll : ProbeSink {
+  bool wants(Probe p) const override { return p != Probe::attention && p != Probe::normalizer_z; }
+  void receive(Probe p, const torch::Tensor& v) override { values[p].push_back(v.clone()); }
+  std::map<Probe, std::vector<torch::Tensor>> values;
+};
+
+TEST(ProbeRecorder, SchemaAndValuesOfAMicroModelRun) {
+  AnyModel model("ravlt_micro", "RRSS");
+  model.module()->eval();
+  std::vector<RecorderLayer> layers;
+  for (const auto& l : model.attention_layers())
+    layers.push_back({l.name(), l.stage, l.block, variant_info(l.variant).name, l.heads, l.head_dim});
+  auto x = torch::randn({3, 3, 64, 64});
+  TempFile tmp;
+  torch::Tensor recorded;
+  torch::NoGradGuard no_grad;
+  {
+    h5::File file(tmp.path, h5::Mode::truncate);
+    ProbeRecorder rec(layers, RecorderOptions().probes({Probe::kv_buffer, Probe::output, Probe::output_gated, Probe::alpha}),
+                      &file);
+    model.set_probe_sinks([&](int64_t s, int64_t b) { return rec.sink(s, b); });
+    auto first = model.forward(x.narrow(0, 0, 2));  // two batches: rows are appended across flushes
+    rec.flush_batch(2);
+    auto second = model.forward(x.narrow(0, 2, 1));
+    rec.flush_batch(1);
+    recorded = torch::cat({first, second});
+    model.set_probe_sinks(nullptr);
+    EXPECT_EQ(rec.images(), 3);
+  }
+  // Attaching the recorder does not change the logits (bit-identical, batch by batch).
+  EXPECT_TRUE(torch::equal(torch::cat({model.forward(x.narrow(0, 0, 2)), model.forward(x.narrow(0, 2, 1))}), recorded));
+
+  // Independent recomputation from captured probes (the same two batches, so the fp32 probes are bit-identical).
+  std::map<std::string, std::unique_ptr<CaptureAll>> captures;
+  model.set_probe_sinks([&](int64_t s, int64_t b) {
+    auto& c = captures[std::to_string(s) + "." + std::to_string(b)];
+    if (!c) c = std::make_unique<CaptureAll>();
+    return c.get();
+  });
+  model.forward(x.narrow(0, 0, 2));
+  model.forward(x.narrow(0, 2, 1));
+  model.set_probe_sinks(nullptr);
+
+  h5::File file(tmp.path, h5::Mode::read);
+  const double eps = std::ldexp(1.0, -23);  // float32 probes: numpy's default tolerance σ_max·max(m, n)·eps
+  for (const auto& L : layers) {
+    const std::string g = "/layers/" + L.name;
+    ASSERT_TRUE(file.is_group(g)) << g;
+    EXPECT_EQ(file.attr_int(g, "stage"), L.stage);
+    EXPECT_EQ(file.attr_int(g, "heads"), L.heads);
+    EXPECT_EQ(file.attr_int(g, "head_dim"), L.head_dim);
+    EXPECT_EQ(file.attr_string(g, "variant"), L.variant);
+    EXPECT_EQ(file.attr_int(g, "tokens"), file.attr_int(g, "H") * file.attr_int(g, "W"));
+    const bool kernel = L.variant == "rala";
+    EXPECT_EQ(file.exists(g + "/kv_buffer"), kernel) << g;
+    EXPECT_EQ(file.exists(g + "/alpha/values"), kernel) << g;
+    const auto& cap = *captures.at(L.name);
+    for (auto [probe, name] : {std::pair{Probe::output, "output"}, std::pair{Probe::output_gated, "output_gated"},
+                               std::pair{Probe::kv_buffer, "kv_buffer"}}) {
+      if (!cap.values.count(probe)) continue;
+      const auto t = torch::cat(cap.values.at(probe));  // (3, h, m, n)
+      const std::string pg = g + "/" + name;
+      auto sv = file.read(pg + "/singular_values");
+      auto rank = file.read(pg + "/rank");
+      auto erank = file.read(pg + "/effective_rank");
+      const int64_t k = std::min(t.size(2), t.size(3));
+      ASSERT_EQ(sv.sizes(), (std::vector<int64_t>{3, L.heads, k})) << pg;
+      EXPECT_EQ(sv.scalar_type(), torch::kFloat64);
+      EXPECT_EQ(rank.scalar_type(), torch::kInt32);
+      EXPECT_EQ(erank.scalar_type(), torch::kFloat64);
+      EXPECT_EQ(file.read(pg + "/energy_rank_99").sizes(), (std::vector<int64_t>{3, L.heads}));
+      for (int64_t b = 0; b < 3; ++b)
+        for (int64_t h = 0; h < L.heads; ++h) {
+          auto ref = oracle_sv(t[b][h]);
+          const double tol = ref[0] * static_cast<double>(std::max(t.size(2), t.size(3))) * eps;
+          int64_t ref_rank = 0;
+          double sum = 0, entropy = 0;
+          for (double s : ref) {
+            ref_rank += s > tol;
+            sum += s;
+          }
+          for (double s : ref)
+            if (s > 0) entropy -= s / sum * std::log(s / sum);
+          for (int64_t i = 0; i < k; ++i)
+            EXPECT_NEAR(sv[b][h][i].item<double>(), ref[i], 1e-10 * ref[0]) << pg << " " << b << " " << h << " " << i;
+          EXPECT_EQ(rank[b][h].item<int32_t>(), ref_rank) << pg << " " << b << " " << h;
+          EXPECT_NEAR(erank[b][h].item<double>(), std::exp(entropy), 1e-9) << pg;
+        }
+    }
+    // The all-heads output: one (N, C) matrix per image.
+    auto all = file.read(g + "/output_all_heads/singular_values");
+    EXPECT_EQ(all.size(0), 3);
+    EXPECT_EQ(all.size(1), 1);
+  }
+  // h5dump opens the file as it is.
+  if (std::system("command -v h5dump > /dev/null 2>&1") == 0) {
+    EXPECT_EQ(std::system(("h5dump -H " + tmp.path + " > /dev/null 2>&1").c_str()), 0);
+  }
+}
+
+}  // namespace
+}  // namespace rala

@@ -1,0 +1,106 @@
+// `rala rank` as a user runs it: files per pattern and a table; refusal to overwrite; no file after a mid-run error;
+// clear errors for unknown probes and pattern letters.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+
+#include "analysis/h5_store.h"
+#include "tests/test_util.h"
+
+namespace rala {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string run(const std::string& cmd, int* status) {
+  std::string out;
+  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen((cmd + " 2>&1").c_str(), "r"), pclose);
+  std::array<char, 4096> buf{};
+  while (fgets(buf.data(), buf.size(), pipe.get())) out += buf.data();
+  *status = pclose(pipe.release());
+  return out;
+}
+
+struct TempDir {
+  fs::path path = fs::temp_directory_path() /
+                  ("rala_rank_" + std::to_string(::getpid()) + "_" + std::to_string(reinterpret_cast<uintptr_t>(this)));
+  TempDir() { fs::create_directories(path); }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+const std::string kBase = std::string(RALA_BINARY) + " rank --model ravlt_micro --quiet --batch-size 2 ";
+
+TEST(RankCommand, OneFilePerPatternAndAComparisonTable) {
+  TempDir tmp;
+  int status = 0;
+  auto out = run(kBase + "--attn-pattern RRSS --attn-pattern LLSS --data synthetic --num-images 3 --out " +
+                     tmp.path.string(),
+                 &status);
+  ASSERT_EQ(status, 0) << out;
+  for (const char* p : {"RRSS", "LLSS"}) {
+    const auto file = (tmp.path / (std::string("ravlt_micro_") + p + ".h5")).string();
+    ASSERT_TRUE(fs::exists(file)) << file;
+    h5::File f(file, h5::Mode::read);
+    EXPECT_EQ(f.attr_int("/", "schema_version"), 1);
+    EXPECT_EQ(f.attr_int("/", "num_images"), 3);
+    EXPECT_EQ(f.attr_string("/", "attn_pattern"), p);
+    EXPECT_EQ(f.read_strings("/images/names").size(), 3u);
+    EXPECT_EQ(f.read("/layers/0.0/kv_buffer/rank").size(0), 3);
+    EXPECT_NE(f.attr_string("/", "command_line").find("rank"), std::string::npos);
+  }
+  EXPECT_NE(out.find("kv_buffer: numerical rank | effective rank"), std::string::npos) << out;
+  EXPECT_NE(out.find("| RRSS"), std::string::npos) << out;
+  EXPECT_NE(out.find("| LLSS"), std::string::npos) << out;
+}
+
+TEST(RankCommand, RefusesToOverwriteAndLeavesTheFileUntouched) {
+  TempDir tmp;
+  const auto file = tmp.path / "ravlt_micro_RRSS.h5";
+  { std::ofstream(file) << "precious"; }
+  const auto before = fs::last_write_time(file);
+  int status = 0;
+  auto out = run(kBase + "--attn-pattern RRSS --data synthetic --num-images 2 --out " + tmp.path.string(), &status);
+  EXPECT_NE(status, 0);
+  EXPECT_NE(out.find("exists; pass --overwrite"), std::string::npos) << out;
+  std::ifstream in(file);
+  std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(content, "precious");
+  EXPECT_EQ(fs::last_write_time(file), before);
+  out = run(kBase + "--attn-pattern RRSS --data synthetic --num-images 2 --overwrite --out " + tmp.path.string(), &status);
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_EQ(h5::File(file.string(), h5::Mode::read).attr_int("/", "num_images"), 2);
+}
+
+TEST(RankCommand, AnErrorMidRunLeavesNoFile) {
+  TempDir tmp;
+  const auto images = tmp.path / "images";
+  fs::create_directories(images);
+  fs::copy_file(test::data_path("images/rgb_3x2.png"), images / "a.png");
+  fs::copy_file(test::data_path("images/rgb_3x2.png"), images / "b.png");
+  fs::copy_file(test::data_path("images/corrupt.png"), images / "c.png");  // in the second batch
+  int status = 0;
+  auto out = run(kBase + "--data " + images.string() + " --out " + (tmp.path / "out").string(), &status);
+  EXPECT_NE(status, 0);
+  EXPECT_NE(out.find("c.png"), std::string::npos) << out;
+  EXPECT_FALSE(fs::exists(tmp.path / "out" / "ravlt_micro_RRSS.h5"));
+  EXPECT_FALSE(fs::exists(tmp.path / "out" / "ravlt_micro_RRSS.h5.partial"));
+}
+
+TEST(RankCommand, UnknownProbeOrPatternLetterIsAClearError) {
+  TempDir tmp;
+  int status = 0;
+  auto out = run(kBase + "--probes kv_buffer,kv --data synthetic --num-images 1 --out " + tmp.path.string(), &status);
+  EXPECT_NE(status, 0);
+  EXPECT_NE(out.find("unknown probe 'kv'"), std::string::npos) << out;
+  out = run(kBase + "--attn-pattern RRXS --data synthetic --num-images 1 --out " + tmp.path.string(), &status);
+  EXPECT_NE(status, 0);
+  EXPECT_NE(out.find("unknown attention pattern letter 'X'"), std::string::npos) << out;
+  EXPECT_TRUE(fs::is_empty(tmp.path));
+}
+
+}  // namespace
+}  // namespace rala
