@@ -22,6 +22,7 @@ test: build
 
 bench: build
 	$(BUILD)/rala_bench_attention
+	$(BUILD)/rala_bench_rank
 
 clean:
 	rm -rf $(BUILD)

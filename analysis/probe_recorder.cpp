@@ -3,8 +3,37 @@
 #include <ATen/Parallel.h>
 
 #include <cmath>
+#include <sstream>
 
 namespace rala {
+
+void parse_probe_list(const std::string& list, RecorderOptions& options) {
+  static const char* kValid =
+      "kv_buffer, output, output_gated, alpha, attention, output_all_heads, output_gated_all_heads";
+  std::set<Probe> probes, all_heads;
+  std::stringstream ss(list);
+  std::string name;
+  while (std::getline(ss, name, ',')) {
+    if (name.empty()) continue;
+    if (name == "output_all_heads" || name == "output_gated_all_heads") {
+      const Probe p = name == "output_all_heads" ? Probe::output : Probe::output_gated;
+      probes.insert(p);
+      all_heads.insert(p);
+      continue;
+    }
+    TORCH_CHECK(name != "normalizer_z", "probe 'normalizer_z' is a vector, not a matrix to rank (expected some of: ",
+                kValid, ")");
+    Probe p;
+    try {
+      p = probe_from_name(name);
+    } catch (const c10::Error&) {
+      TORCH_CHECK(false, "unknown probe '", name, "' (expected some of: ", kValid, ")");
+    }
+    probes.insert(p);
+  }
+  TORCH_CHECK(!probes.empty(), "the probe list is empty (expected some of: ", kValid, ")");
+  options.probes(probes).all_heads(all_heads);
+}
 
 void RunningStat::add(double x) {
   ++count;
@@ -55,7 +84,8 @@ std::string ProbeRecorder::tolerance_rule() const {
   return "numpy: sigma_i > sigma_max*max(m,n)*eps(" + probe_dtype_ + ")";
 }
 
-void ProbeRecorder::record(size_t layer, const std::string& probe, const torch::Tensor& matrices, int64_t batch) {
+std::vector<Spectrum> ProbeRecorder::record(size_t layer, const std::string& probe, const torch::Tensor& matrices,
+                                            int64_t batch, const std::vector<Spectrum>* known) {
   // matrices: (B, heads, m, n). One spectrum per (image, head), computed in parallel.
   const int64_t B = matrices.size(0), heads = matrices.size(1), m = matrices.size(2), n = matrices.size(3);
   TORCH_CHECK(B == batch, "probe '", probe, "' of layer ", layers_[layer].name, " has ", B, " images, the batch ",
@@ -64,36 +94,44 @@ void ProbeRecorder::record(size_t layer, const std::string& probe, const torch::
   const bool partial = attention && std::min(m, n) > options_.attention_full_svd_limit();
   const int64_t k = partial ? options_.attention_top_k() : std::min(m, n);
   const double eps = dtype_eps(matrices.scalar_type());
-  auto data = matrices.detach().to(torch::kCPU);
-  std::vector<Spectrum> spectra(B * heads);
-  at::parallel_for(0, B * heads, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      auto mat = data[i / heads][i % heads];
-      spectra[i] = partial ? top_singular_values(mat, k) : singular_values(mat);
-    }
-  });
+  std::vector<Spectrum> spectra;
+  if (known != nullptr) {
+    spectra = *known;
+  } else if (partial) {
+    auto data = matrices.detach().to(torch::kCPU);
+    spectra.resize(B * heads);
+    at::parallel_for(0, B * heads, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) spectra[i] = top_singular_values(data[i / heads][i % heads], k);
+    });
+  } else {
+    spectra = singular_values_batched(matrices.reshape({B * heads, m, n}));
+  }
   auto sv = torch::zeros({B, heads, k}, torch::kFloat64);
   auto rank = torch::zeros({B, heads}, torch::kInt32), e90 = torch::zeros({B, heads}, torch::kInt32),
        e99 = torch::zeros({B, heads}, torch::kInt32), status = torch::zeros({B, heads}, torch::kInt32);
   auto erank = torch::zeros({B, heads}, torch::kFloat64), srank = torch::zeros({B, heads}, torch::kFloat64);
+  auto sv_a = sv.accessor<double, 3>();
+  auto rank_a = rank.accessor<int32_t, 2>(), e90_a = e90.accessor<int32_t, 2>(), e99_a = e99.accessor<int32_t, 2>(),
+       status_a = status.accessor<int32_t, 2>();
+  auto erank_a = erank.accessor<double, 2>(), srank_a = srank.accessor<double, 2>();
   auto& summary = summary_[layers_[layer].name][probe];
   for (int64_t i = 0; i < B * heads; ++i) {
     const auto& s = spectra[i];
     const int64_t b = i / heads, h = i % heads;
-    status[b][h] = static_cast<int32_t>(s.status);
+    status_a[b][h] = static_cast<int32_t>(s.status);
     if (s.values.empty()) continue;
     auto metrics = rank_metrics(s.values, m, n, eps, options_.relative_tolerance());
-    for (size_t j = 0; j < s.values.size() && static_cast<int64_t>(j) < k; ++j) sv[b][h][j] = s.values[j];
+    for (size_t j = 0; j < s.values.size() && static_cast<int64_t>(j) < k; ++j) sv_a[b][h][j] = s.values[j];
     const int64_t r = options_.relative_tolerance() ? metrics.relative_rank : metrics.numerical_rank;
-    rank[b][h] = static_cast<int32_t>(r);
-    erank[b][h] = metrics.effective_rank;
-    srank[b][h] = metrics.stable_rank;
-    e90[b][h] = static_cast<int32_t>(metrics.energy_rank_90);
-    e99[b][h] = static_cast<int32_t>(metrics.energy_rank_99);
+    rank_a[b][h] = static_cast<int32_t>(r);
+    erank_a[b][h] = metrics.effective_rank;
+    srank_a[b][h] = metrics.stable_rank;
+    e90_a[b][h] = static_cast<int32_t>(metrics.energy_rank_90);
+    e99_a[b][h] = static_cast<int32_t>(metrics.energy_rank_99);
     summary.rank.add(static_cast<double>(r));
     summary.effective_rank.add(metrics.effective_rank);
   }
-  if (store_ == nullptr) return;
+  if (store_ == nullptr) return spectra;
   const std::string g = "/layers/" + layers_[layer].name + "/" + probe;
   if (!store_->exists(g + "/singular_values")) {
     store_->create_extendible(g + "/singular_values", torch::kFloat64, {heads, k});
@@ -115,6 +153,7 @@ void ProbeRecorder::record(size_t layer, const std::string& probe, const torch::
   store_->append(g + "/energy_rank_90", e90);
   store_->append(g + "/energy_rank_99", e99);
   store_->append(g + "/status", status);
+  return spectra;
 }
 
 void ProbeRecorder::flush_batch(int64_t batch) {
@@ -147,11 +186,11 @@ void ProbeRecorder::flush_batch(int64_t batch) {
         store_->append(path, v);
         continue;
       }
-      record(i, probe_name(probe), value, batch);
-      if (probe == Probe::output || probe == Probe::output_gated) {
+      auto spectra = record(i, probe_name(probe), value, batch);
+      if (options_.all_heads().count(probe)) {
         // The concatenated (N, C) output of the layer: heads side by side, channel n·d + i.
         auto all = value.permute({0, 2, 1, 3}).reshape({value.size(0), 1, value.size(2), -1});
-        record(i, std::string(probe_name(probe)) + "_all_heads", all, batch);
+        record(i, std::string(probe_name(probe)) + "_all_heads", all, batch, value.size(1) == 1 ? &spectra : nullptr);
       }
     }
     sink.values.clear();

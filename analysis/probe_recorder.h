@@ -35,9 +35,10 @@ struct RecorderLayer {
 };
 
 struct RecorderOptions {
-  /// Probes to record: kv_buffer, output, output_gated, alpha, attention. `output` and `output_gated` also give their
-  /// `_all_heads` (N × C) form.
+  /// Probes to record: kv_buffer, output, output_gated, alpha, attention.
   TORCH_ARG(std::set<Probe>, probes) = std::set<Probe>{Probe::kv_buffer, Probe::output, Probe::output_gated};
+  /// Of output / output_gated: which also get their `<probe>_all_heads` form, the concatenated (N × C) matrix.
+  TORCH_ARG(std::set<Probe>, all_heads) = std::set<Probe>{};
   /// Rank rule: unset = numpy (σ_max·max(m, n)·eps of the probe's dtype); set = σ_i > σ_max·rel.
   TORCH_ARG(std::optional<double>, relative_tolerance) = std::nullopt;
   /// Attention maps with N above this get only their top-k singular values (Lanczos).
@@ -46,6 +47,10 @@ struct RecorderOptions {
   /// Attention maps are not materialised at all above this N.
   TORCH_ARG(int64_t, attention_limit) = 4096;
 };
+
+/// Parses a comma list of probe names into options: kv_buffer, output, output_gated, alpha, attention,
+/// output_all_heads, output_gated_all_heads. Throws naming an unknown or unrankable name and listing the valid ones.
+void parse_probe_list(const std::string& list, RecorderOptions& options);
 
 /// Running mean and standard deviation (Welford).
 struct RunningStat {
@@ -78,7 +83,10 @@ class ProbeRecorder {
 
  private:
   class LayerSink;
-  void record(size_t layer, const std::string& probe, const torch::Tensor& matrices, int64_t batch);
+  /// Spectra and metrics of (B, heads, m, n) matrices → rows of the store; `known` reuses spectra already computed
+  /// for the same matrices (a one-head layer's all-heads output). Returns the spectra.
+  std::vector<Spectrum> record(size_t layer, const std::string& probe, const torch::Tensor& matrices, int64_t batch,
+                               const std::vector<Spectrum>* known = nullptr);
   std::vector<RecorderLayer> layers_;
   RecorderOptions options_;
   h5::File* store_;

@@ -4,7 +4,10 @@
 #include <Eigen/SVD>
 #include <Spectra/SymEigsSolver.h>
 
+#include <ATen/Parallel.h>
+
 #include <algorithm>
+#include <cmath>
 
 namespace rala {
 
@@ -78,6 +81,39 @@ Spectrum singular_values(const torch::Tensor& matrix) {
   s.values.assign(v.data(), v.data() + v.size());
   std::sort(s.values.begin(), s.values.end(), std::greater<double>());
   return s;
+}
+
+std::vector<Spectrum> singular_values_batched(const torch::Tensor& matrices) {
+  TORCH_CHECK(matrices.dim() == 3, "singular_values_batched: expected a (K, m, n) stack, got shape ", matrices.sizes());
+  const int64_t K = matrices.size(0), m = matrices.size(1), n = matrices.size(2);
+  TORCH_CHECK(m > 0 && n > 0, "singular_values_batched: matrices are empty, shape ", matrices.sizes());
+  auto work = matrices.detach().to(torch::kCPU, torch::kFloat64);
+  std::string method = "bdcsvd";
+  if (std::max(m, n) > 2 * std::min(m, n) && torch::isfinite(work).all().item<bool>()) {
+    if (m < n) work = work.transpose(1, 2);                                    // σ(A) = σ(Aᵀ): make them tall
+    work = std::get<1>(torch::linalg_qr(work, "r")).contiguous();              // (K, min, min) upper triangular
+    method = "qr+bdcsvd";
+  }
+  std::vector<Spectrum> out(K);
+  if (!torch::isfinite(work).all().item<bool>()) {  // per matrix, so each non-finite one gets its own status
+    at::parallel_for(0, K, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) out[i] = singular_values(matrices[i]);
+    });
+    return out;
+  }
+  // LAPACK's divide-and-conquer SVD (gesdd, values only) on the whole stack at once.
+  auto values = torch::linalg_svdvals(work).contiguous();  // (K, min(m, n)) descending
+  const int64_t k = values.size(1);
+  const double* v = values.data_ptr<double>();
+  for (int64_t i = 0; i < K; ++i) {
+    out[i].rows = m;
+    out[i].cols = n;
+    out[i].method = method == "bdcsvd" ? "gesdd" : "qr+gesdd";
+    out[i].values.assign(v + i * k, v + (i + 1) * k);
+    if (!std::all_of(out[i].values.begin(), out[i].values.end(), [](double x) { return std::isfinite(x); }))
+      out[i].status = SpectrumStatus::numerical_issue;
+  }
+  return out;
 }
 
 Spectrum top_singular_values(const torch::Tensor& matrix, int64_t k) {

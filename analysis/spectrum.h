@@ -31,6 +31,11 @@ struct Spectrum {
 
 /// All singular values of a 2-D tensor (any float dtype; computed in float64).
 Spectrum singular_values(const torch::Tensor& matrix);
+/// All singular values of each matrix of a (K, m, n) stack, in float64 through LAPACK (LibTorch's linalg on the
+/// multi-threaded BLAS): tall (or wide) stacks are first reduced to their triangular factors by one batched
+/// Householder QR, then the divide-and-conquer SVD (gesdd, values only) — the same two steps as singular_values(),
+/// batched. A stack with non-finite entries falls back to singular_values() per matrix (status per matrix).
+std::vector<Spectrum> singular_values_batched(const torch::Tensor& matrices);
 /// The k largest singular values (1 ≤ k < min(rows, cols)); falls back to the full SVD when the matrix is small.
 Spectrum top_singular_values(const torch::Tensor& matrix, int64_t k);
 

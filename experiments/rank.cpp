@@ -37,21 +37,6 @@ struct RankArgs {
   bool quiet = false;
 };
 
-std::set<Probe> parse_probes(const std::string& list) {
-  std::set<Probe> probes;
-  std::stringstream ss(list);
-  std::string name;
-  while (std::getline(ss, name, ',')) {
-    if (name.empty()) continue;
-    const Probe p = probe_from_name(name);
-    TORCH_CHECK(p != Probe::normalizer_z, "probe 'normalizer_z' is a vector, not a matrix to rank (expected some of: "
-                                          "kv_buffer, output, output_gated, alpha, attention)");
-    probes.insert(p);
-  }
-  TORCH_CHECK(!probes.empty(), "--probes is empty (expected some of: kv_buffer, output, output_gated, alpha, attention)");
-  return probes;
-}
-
 std::optional<double> parse_tolerance(const std::string& t) {
   if (t == "numpy") return std::nullopt;
   size_t used = 0;
@@ -96,8 +81,8 @@ std::map<std::string, std::map<std::string, ProbeSummary>> run_pattern(const Ran
   std::vector<RecorderLayer> layers;
   for (const auto& l : model.attention_layers())
     layers.push_back({l.name(), l.stage, l.block, variant_info(l.variant).name, l.heads, l.head_dim});
-  auto options = RecorderOptions().probes(parse_probes(a.probes)).relative_tolerance(parse_tolerance(a.tolerance))
-                     .attention_top_k(a.attention_top_k);
+  auto options = RecorderOptions().relative_tolerance(parse_tolerance(a.tolerance)).attention_top_k(a.attention_top_k);
+  parse_probe_list(a.probes, options);
 
   h5::AtomicPath target(path);  // an error before commit() leaves nothing at `path`
   std::map<std::string, std::map<std::string, ProbeSummary>> summary;
@@ -207,7 +192,7 @@ void add_rank_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--batch-size", a->batch_size, "Images per forward")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--image-size", a->image_size, "Input side (default: the model's, 224 or 64)");
-  cmd->add_option("--probes", a->probes, "Comma list: kv_buffer,output,output_gated,alpha,attention")->capture_default_str();
+  cmd->add_option("--probes", a->probes, "Comma list of kv_buffer, output, output_gated, alpha, attention, output_all_heads, output_gated_all_heads")->capture_default_str();
   cmd->add_option("--tolerance", a->tolerance, "Rank rule: numpy (σ_max·max(m,n)·eps) or a relative tolerance")
       ->capture_default_str();
   cmd->add_option("--attention-top-k", a->attention_top_k, "Singular values kept of attention maps with N > 1024")
@@ -217,7 +202,8 @@ void add_rank_command(CLI::App& app) {
   cmd->add_flag("--quiet", a->quiet, "No progress output");
   cmd->callback([a] {
     // Everything that can be checked up front is, before any work or any file is touched.
-    parse_probes(a->probes);
+    RecorderOptions check;
+    parse_probe_list(a->probes, check);
     parse_tolerance(a->tolerance);
     TORCH_CHECK(a->image_size >= 0, "--image-size must be positive, got ", a->image_size);
     std::vector<std::string> patterns = a->patterns;

@@ -84,8 +84,10 @@ TEST(ProbeRecorder, SchemaAndValuesOfAMicroModelRun) {
   torch::NoGradGuard no_grad;
   {
     h5::File file(tmp.path, h5::Mode::truncate);
-    ProbeRecorder rec(layers, RecorderOptions().probes({Probe::kv_buffer, Probe::output, Probe::output_gated, Probe::alpha}),
-                      &file);
+    RecorderOptions options;
+    parse_probe_list("kv_buffer,output_all_heads,output_gated,alpha", options);
+    EXPECT_EQ(options.probes(), (std::set<Probe>{Probe::kv_buffer, Probe::output, Probe::output_gated, Probe::alpha}));
+    ProbeRecorder rec(layers, options, &file);
     model.set_probe_sinks([&](int64_t s, int64_t b) { return rec.sink(s, b); });
     auto first = model.forward(x.narrow(0, 0, 2));  // two batches: rows are appended across flushes
     rec.flush_batch(2);
@@ -155,10 +157,11 @@ TEST(ProbeRecorder, SchemaAndValuesOfAMicroModelRun) {
           EXPECT_NEAR(erank[b][h].item<double>(), std::exp(entropy), 1e-9) << pg;
         }
     }
-    // The all-heads output: one (N, C) matrix per image.
+    // The all-heads output, asked for: one (N, C) matrix per image; the gated one was not asked for.
     auto all = file.read(g + "/output_all_heads/singular_values");
     EXPECT_EQ(all.size(0), 3);
     EXPECT_EQ(all.size(1), 1);
+    EXPECT_FALSE(file.exists(g + "/output_gated_all_heads"));
   }
   // h5dump opens the file as it is.
   if (std::system("command -v h5dump > /dev/null 2>&1") == 0) {

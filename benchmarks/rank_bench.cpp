@@ -1,0 +1,76 @@
+// Cost of rank analysis relative to the plain forward pass, measured in the same run: RAVLT-T (RRSS, random weights)
+// at 224², batch 4, with the recorder attached for kv_buffer, output and output_gated (spectra, metrics and the HDF5
+// writes included) vs without it. Goal (issue 4): at most +25 %.
+//   build/rala_bench_rank [--benchmark_repetitions=3]   (threads: RALA_THREADS, default all cores)
+#include <benchmark/benchmark.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "analysis/probe_recorder.h"
+#include "attention_variants/registry.h"
+#include "experiments/runtime.h"
+#include "models/presets.h"
+
+namespace {
+
+rala::AnyModel& model() {
+  static rala::AnyModel m("ravlt_t", "RRSS");
+  static bool once = [] {
+    m.module()->eval();
+    return true;
+  }();
+  (void)once;
+  return m;
+}
+
+void BM_Forward(benchmark::State& state) {
+  torch::NoGradGuard no_grad;
+  auto x = torch::randn({4, 3, 224, 224});
+  for (auto _ : state) benchmark::DoNotOptimize(model().forward(x).data_ptr<float>());
+  state.counters["images_per_s"] = benchmark::Counter(4, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_ForwardWithRankAnalysis(benchmark::State& state) {
+  torch::NoGradGuard no_grad;
+  auto x = torch::randn({4, 3, 224, 224});
+  std::vector<rala::RecorderLayer> layers;
+  for (const auto& l : model().attention_layers())
+    layers.push_back({l.name(), l.stage, l.block, rala::variant_info(l.variant).name, l.heads, l.head_dim});
+  const auto path = (std::filesystem::temp_directory_path() / "rala_bench_rank.h5").string();
+  {
+    rala::h5::File file(path, rala::h5::Mode::truncate);
+    std::set<rala::Probe> probes;
+    const int64_t which = state.range(0);  // 0: the three probes; 1: kv_buffer; 2: output; 3: output_gated
+    if (which == 0 || which == 1) probes.insert(rala::Probe::kv_buffer);
+    if (which == 0 || which == 2) probes.insert(rala::Probe::output);
+    if (which == 0 || which == 3) probes.insert(rala::Probe::output_gated);
+    rala::ProbeRecorder rec(layers, rala::RecorderOptions().probes(probes), &file);
+    model().set_probe_sinks([&](int64_t s, int64_t b) { return rec.sink(s, b); });
+    for (auto _ : state) {
+      benchmark::DoNotOptimize(model().forward(x).data_ptr<float>());
+      rec.flush_batch(4);
+    }
+    model().set_probe_sinks(nullptr);
+  }
+  std::filesystem::remove(path);
+  state.counters["images_per_s"] = benchmark::Counter(4, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+BENCHMARK(BM_Forward)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+// Arg: 0 = kv_buffer + output + output_gated (the issue's configuration), 1/2/3 = one probe alone.
+BENCHMARK(BM_ForwardWithRankAnalysis)->Arg(0)->Arg(1)->Arg(2)->Arg(3)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const char* env = std::getenv("RALA_THREADS");
+  const int threads = rala::configure_threads(env ? std::atoi(env) : 0);
+  benchmark::AddCustomContext("threads", std::to_string(threads));
+  benchmark::AddCustomContext("blas", rala::blas_info());
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
