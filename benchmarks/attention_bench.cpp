@@ -6,7 +6,7 @@
 #include <cstdlib>
 
 #include "attention_variants/registry.h"
-#include "experiments/runtime.h"
+#include "benchmarks/bench_main.h"
 
 namespace {
 
@@ -38,14 +38,6 @@ int register_all() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const char* env = std::getenv("RALA_THREADS");
-  const int threads = rala::configure_threads(env ? std::atoi(env) : 0);
-  benchmark::AddCustomContext("threads", std::to_string(threads));
-  benchmark::AddCustomContext("blas", rala::blas_info());
   register_all();
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return rala::bench_main(argc, argv);
 }

@@ -9,7 +9,7 @@
 
 #include "analysis/probe_recorder.h"
 #include "attention_variants/registry.h"
-#include "experiments/runtime.h"
+#include "benchmarks/bench_main.h"
 #include "models/presets.h"
 
 namespace {
@@ -63,14 +63,4 @@ BENCHMARK(BM_ForwardWithRankAnalysis)->Arg(0)->Arg(1)->Arg(2)->Arg(3)->Unit(benc
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  const char* env = std::getenv("RALA_THREADS");
-  const int threads = rala::configure_threads(env ? std::atoi(env) : 0);
-  benchmark::AddCustomContext("threads", std::to_string(threads));
-  benchmark::AddCustomContext("blas", rala::blas_info());
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+int main(int argc, char** argv) { return rala::bench_main(argc, argv); }

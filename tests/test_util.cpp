@@ -2,7 +2,13 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
 #include <cmath>
+#include <cstdio>
+#include <memory>
 
 #include "analysis/h5_store.h"
 
@@ -107,6 +113,32 @@ torch::Tensor naive_softmax(const torch::Tensor& x) {
   for (int64_t i = 0; i < xc.numel(); ++i) s += (o[i] = std::exp(in[i] - m));
   for (int64_t i = 0; i < xc.numel(); ++i) o[i] /= s;
   return out;
+}
+
+std::string run_command(const std::string& command, int* status) {
+  std::string out;
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) {
+    *status = -1;
+    return out;
+  }
+  std::array<char, 4096> buf{};
+  while (fgets(buf.data(), static_cast<int>(buf.size()), pipe)) out += buf.data();
+  *status = pclose(pipe);
+  return out;
+}
+
+TempDir::TempDir(const std::string& prefix) {
+  static std::atomic<int> counter{0};
+  path = std::filesystem::temp_directory_path() /
+         (prefix + "_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+  std::filesystem::remove_all(path);
+  std::filesystem::create_directories(path);
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path, ec);
 }
 
 torch::Tensor random_input(int64_t B, int64_t C, int64_t H, int64_t W, uint64_t seed, torch::Dtype dtype) {

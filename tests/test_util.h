@@ -10,6 +10,7 @@
 #include "attention_variants/attention.h"
 #include "attention_variants/projected.h"
 
+#include <filesystem>
 #include <functional>
 
 namespace rala::test {
@@ -52,6 +53,18 @@ torch::Tensor naive_softmax(const torch::Tensor& x);
 /// Input helper: a seeded N(0,1) (B, C, H, W) tensor of the given dtype.
 torch::Tensor random_input(int64_t B, int64_t C, int64_t H, int64_t W, uint64_t seed,
                            torch::Dtype dtype = torch::kFloat64);
+
+/// Runs a shell command as a user would (stderr merged into the result); *status gets pclose's status.
+std::string run_command(const std::string& command, int* status);
+
+/// A fresh directory under the system temp dir, removed with everything in it at scope exit.
+struct TempDir {
+  explicit TempDir(const std::string& prefix = "rala_test");
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::filesystem::path path;
+};
 
 /// The attention matrix A (N, N) of image b, head `head`, given the float64 projection (B, 3C|4C, N).
 using AttentionFormula = std::function<torch::Tensor(int64_t b, int64_t head, const torch::Tensor& proj)>;

@@ -7,18 +7,12 @@
 #include <memory>
 
 #include "attention_variants/registry.h"
+#include "tests/test_util.h"
 
 namespace rala {
 namespace {
 
-std::string run(const std::string& cmd, int* status) {
-  std::string out;
-  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(cmd.c_str(), "r"), pclose);
-  std::array<char, 4096> buf{};
-  while (fgets(buf.data(), buf.size(), pipe.get())) out += buf.data();
-  *status = pclose(pipe.release());
-  return out;
-}
+std::string run(const std::string& cmd, int* status) { return test::run_command(cmd, status); }
 
 TEST(InfoCommand, PrintsVersionsThreadsBlasAndEveryVariant) {
   int status = 0;
@@ -32,10 +26,10 @@ TEST(InfoCommand, PrintsVersionsThreadsBlasAndEveryVariant) {
 
 TEST(InfoCommand, BadFlagsFailWithOneLine) {
   int status = 0;
-  auto out = run(std::string(RALA_BINARY) + " --threads -3 info 2>&1", &status);
+  auto out = run(std::string(RALA_BINARY) + " --threads -3 info", &status);
   EXPECT_NE(status, 0);
   EXPECT_NE(out.find("--threads"), std::string::npos) << out;
-  out = run(std::string(RALA_BINARY) + " frobnicate 2>&1", &status);
+  out = run(std::string(RALA_BINARY) + " frobnicate", &status);
   EXPECT_NE(status, 0);
   EXPECT_NE(out.find("frobnicate"), std::string::npos) << out;
 }
@@ -59,10 +53,10 @@ TEST(InfoCommand, ModelParamsAndBothGmacs) {
 
 TEST(InfoCommand, UnknownModelOrPatternIsOneClearLine) {
   int status = 0;
-  auto out = run(std::string(RALA_BINARY) + " info --model ravlt_xxl 2>&1", &status);
+  auto out = run(std::string(RALA_BINARY) + " info --model ravlt_xxl", &status);
   EXPECT_NE(status, 0);
   EXPECT_NE(out.find("rala: error: unknown model preset 'ravlt_xxl'"), std::string::npos) << out;
-  out = run(std::string(RALA_BINARY) + " info --model ravlt_t --attn-pattern RRQS 2>&1", &status);
+  out = run(std::string(RALA_BINARY) + " info --model ravlt_t --attn-pattern RRQS", &status);
   EXPECT_NE(status, 0);
   EXPECT_NE(out.find("unknown attention pattern letter 'Q'"), std::string::npos) << out;
   EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;

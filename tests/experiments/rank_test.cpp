@@ -16,20 +16,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string run(const std::string& cmd, int* status) {
-  std::string out;
-  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen((cmd + " 2>&1").c_str(), "r"), pclose);
-  std::array<char, 4096> buf{};
-  while (fgets(buf.data(), buf.size(), pipe.get())) out += buf.data();
-  *status = pclose(pipe.release());
-  return out;
-}
+std::string run(const std::string& cmd, int* status) { return test::run_command(cmd, status); }
 
-struct TempDir {
-  fs::path path = fs::temp_directory_path() /
-                  ("rala_rank_" + std::to_string(::getpid()) + "_" + std::to_string(reinterpret_cast<uintptr_t>(this)));
-  TempDir() { fs::create_directories(path); }
-  ~TempDir() { fs::remove_all(path); }
+struct TempDir : test::TempDir {
+  TempDir() : test::TempDir("rala_rank") {}
 };
 
 const std::string kBase = std::string(RALA_BINARY) + " rank --model ravlt_micro --quiet --batch-size 2 ";
