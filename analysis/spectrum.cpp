@@ -88,18 +88,17 @@ std::vector<Spectrum> singular_values_batched(const torch::Tensor& matrices) {
   const int64_t K = matrices.size(0), m = matrices.size(1), n = matrices.size(2);
   TORCH_CHECK(m > 0 && n > 0, "singular_values_batched: matrices are empty, shape ", matrices.sizes());
   auto work = matrices.detach().to(torch::kCPU, torch::kFloat64);
-  std::string method = "bdcsvd";
-  if (std::max(m, n) > 2 * std::min(m, n) && torch::isfinite(work).all().item<bool>()) {
-    if (m < n) work = work.transpose(1, 2);                                    // σ(A) = σ(Aᵀ): make them tall
-    work = std::get<1>(torch::linalg_qr(work, "r")).contiguous();              // (K, min, min) upper triangular
-    method = "qr+bdcsvd";
-  }
   std::vector<Spectrum> out(K);
   if (!torch::isfinite(work).all().item<bool>()) {  // per matrix, so each non-finite one gets its own status
     at::parallel_for(0, K, 1, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) out[i] = singular_values(matrices[i]);
     });
     return out;
+  }
+  const bool reduce = std::max(m, n) > 2 * std::min(m, n);
+  if (reduce) {
+    if (m < n) work = work.transpose(1, 2);                                    // σ(A) = σ(Aᵀ): make them tall
+    work = std::get<1>(torch::linalg_qr(work, "r")).contiguous();              // (K, min, min) upper triangular
   }
   // LAPACK's divide-and-conquer SVD (gesdd, values only) on the whole stack at once.
   auto values = torch::linalg_svdvals(work).contiguous();  // (K, min(m, n)) descending
@@ -108,7 +107,7 @@ std::vector<Spectrum> singular_values_batched(const torch::Tensor& matrices) {
   for (int64_t i = 0; i < K; ++i) {
     out[i].rows = m;
     out[i].cols = n;
-    out[i].method = method == "bdcsvd" ? "gesdd" : "qr+gesdd";
+    out[i].method = reduce ? "qr+gesdd" : "gesdd";
     out[i].values.assign(v + i * k, v + (i + 1) * k);
     if (!std::all_of(out[i].values.begin(), out[i].values.end(), [](double x) { return std::isfinite(x); }))
       out[i].status = SpectrumStatus::numerical_issue;

@@ -4,6 +4,14 @@
 
 namespace rala {
 
+namespace {
+std::string lower(const std::string& s) {
+  std::string out;
+  for (char c : s) out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+}  // namespace
+
 RavltOptions ravlt_t() { return RavltOptions(); }
 
 RavltOptions ravlt_s() {
@@ -41,8 +49,7 @@ RavltOptions ravlt_micro() {
 std::vector<std::string> ravlt_preset_names() { return {"ravlt_t", "ravlt_s", "ravlt_b", "ravlt_l", "ravlt_micro"}; }
 
 RavltOptions ravlt_preset(const std::string& name) {
-  std::string n;
-  for (char c : name) n += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const std::string n = lower(name);
   if (n == "ravlt_t") return ravlt_t();
   if (n == "ravlt_s") return ravlt_s();
   if (n == "ravlt_b") return ravlt_b();
@@ -59,14 +66,6 @@ std::vector<std::string> model_preset_names() {
   names.push_back("deit_small");
   return names;
 }
-
-namespace {
-std::string lower(const std::string& s) {
-  std::string out;
-  for (char c : s) out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-}  // namespace
 
 AnyModel::AnyModel(const std::string& preset, const std::string& pattern, const std::vector<std::string>& settings,
                    int64_t num_classes)
