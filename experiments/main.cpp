@@ -3,9 +3,14 @@
 
 #include <iostream>
 
+#include "experiments/ablate.h"
+#include "experiments/bench.h"
+#include "experiments/demo.h"
 #include "experiments/info.h"
 #include "experiments/predict.h"
 #include "experiments/rank.h"
+#include "experiments/report.h"
+#include "experiments/train.h"
 #include "experiments/runtime.h"
 
 int main(int argc, char** argv) {
@@ -19,10 +24,15 @@ int main(int argc, char** argv) {
   rala::add_info_command(app);
   rala::add_predict_command(app);
   rala::add_rank_command(app);
+  rala::add_report_command(app);
+  rala::add_train_command(app);
+  rala::add_ablate_command(app);
+  rala::add_bench_command(app);
+  rala::add_demo_command(app);
   try {
     app.parse(argc, argv);
     if (app.get_subcommands().empty()) {
-      std::cerr << "rala: error: a subcommand is required (one of: info, predict, rank); run 'rala --help'\n";
+      std::cerr << "rala: error: a subcommand is required (one of: info, predict, rank, report, train, ablate, bench, demo); run 'rala --help'\n";
       return 2;
     }
   } catch (const CLI::ParseError& e) {

@@ -51,13 +51,6 @@ std::optional<double> parse_tolerance(const std::string& t) {
   return v;
 }
 
-std::string utc_now() {
-  char buf[32];
-  std::time_t t = std::time(nullptr);
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
-  return buf;
-}
-
 /// "<out>/<preset>_<pattern>[_<settings>].h5"
 std::string results_path(const RankArgs& a, const std::string& preset, const std::string& pattern) {
   std::string name = preset + "_" + pattern;
@@ -90,12 +83,7 @@ std::map<std::string, std::map<std::string, ProbeSummary>> run_pattern(const Ran
     h5::File file(target.partial(), h5::Mode::truncate);
     ProbeRecorder recorder(layers, options, &file);
     model.set_probe_sinks([&](int64_t s, int64_t b) { return recorder.sink(s, b); });
-    file.set_attr("/", "schema_version", int64_t{1});
-    file.set_attr("/", "tool_version", tool_version());
-    file.set_attr("/", "git_commit", git_commit());
-    file.set_attr("/", "torch_version", torch_version());
-    file.set_attr("/", "created_utc", utc_now());
-    file.set_attr("/", "command_line", command_line());
+    set_provenance(file);
     file.set_attr("/", "model", model.preset());
     file.set_attr("/", "attn_pattern", model.pattern());
     std::string settings;
@@ -104,8 +92,6 @@ std::map<std::string, std::map<std::string, ProbeSummary>> run_pattern(const Ran
     file.set_attr("/", "image_size", std::vector<int64_t>{size, size});
     file.set_attr("/", "weights", flags.weights_description());
     file.set_attr("/", "dataset", source.description());
-    file.set_attr("/", "threads", static_cast<int64_t>(at::get_num_threads()));
-    file.set_attr("/", "device", "cpu");
     file.set_attr("/", "dtype", "float32");
 
     std::vector<std::string> names;

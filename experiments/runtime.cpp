@@ -2,12 +2,16 @@
 
 #include <dlfcn.h>
 
+#include <ctime>
+
 #include <filesystem>
 #include <fstream>
 #include <set>
 #include <thread>
 
 #include <torch/torch.h>
+
+#include "analysis/h5_store.h"
 
 namespace rala {
 
@@ -65,6 +69,24 @@ void set_command_line(int argc, char** argv) {
 }
 
 const std::string& command_line() { return command_line_storage(); }
+
+std::string utc_now() {
+  char buf[32];
+  std::time_t t = std::time(nullptr);
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
+}
+
+void set_provenance(h5::File& file) {
+  file.set_attr("/", "schema_version", int64_t{1});
+  file.set_attr("/", "tool_version", tool_version());
+  file.set_attr("/", "git_commit", git_commit());
+  file.set_attr("/", "torch_version", torch_version());
+  file.set_attr("/", "created_utc", utc_now());
+  file.set_attr("/", "command_line", command_line());
+  file.set_attr("/", "threads", static_cast<int64_t>(at::get_num_threads()));
+  file.set_attr("/", "device", "cpu");
+}
 
 std::string error_line(const std::exception& e) {
   if (auto c10 = dynamic_cast<const c10::Error*>(&e)) return c10->what_without_backtrace();

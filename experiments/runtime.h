@@ -8,6 +8,10 @@
 
 namespace rala {
 
+namespace h5 {
+class File;
+}
+
 /// Tool version ("0.1.0") and the git commit the binary was built from.
 std::string tool_version();
 std::string git_commit();
@@ -20,6 +24,11 @@ std::string blas_info();
 /// The command line of this process (set once by main), recorded in every output file.
 void set_command_line(int argc, char** argv);
 const std::string& command_line();
+/// Current UTC time as "2026-11-24T07:30:00Z".
+std::string utc_now();
+/// Writes the provenance attributes every output file carries on its root: schema_version (1), tool_version,
+/// git_commit, torch_version, created_utc, command_line, threads, device ("cpu").
+void set_provenance(h5::File& file);
 /// One line for an exception: c10::Error without its backtrace, anything else as what().
 std::string error_line(const std::exception& e);
 

@@ -1,0 +1,1 @@
+#include "experiments/train/train_loop.h"
