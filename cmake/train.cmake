@@ -1,5 +1,6 @@
 # experiments/train/: the training loop, schedule, EMA, metrics; `rala train`, `rala ablate`, `rala demo`.
 target_sources(rala_experiments PRIVATE
+  experiments/train/schedule.cpp
   experiments/train/train_loop.cpp
   experiments/train.cpp
   experiments/ablate.cpp

@@ -22,21 +22,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct RankArgs {
-  ModelFlags model;
-  std::vector<std::string> patterns;
-  std::string data = "fashion-mnist";
-  int64_t num_images = 16;
-  int64_t batch_size = 8;
-  int64_t image_size = 0;
-  std::string probes = "kv_buffer,output,output_gated";
-  std::string tolerance = "numpy";
-  int64_t attention_top_k = 64;
-  std::string out;
-  bool overwrite = false;
-  bool quiet = false;
-};
-
 std::optional<double> parse_tolerance(const std::string& t) {
   if (t == "numpy") return std::nullopt;
   size_t used = 0;
@@ -62,8 +47,9 @@ std::string results_path(const RankArgs& a, const std::string& preset, const std
   return (fs::path(a.out) / (name + ".h5")).string();
 }
 
-std::map<std::string, std::map<std::string, ProbeSummary>> run_pattern(const RankArgs& a, const std::string& pattern,
-                                                                       const std::string& path) {
+}  // namespace
+
+RankSummary run_rank(const RankArgs& a, const std::string& pattern, const std::string& path) {
   ModelFlags flags = a.model;
   if (!pattern.empty()) flags.pattern = pattern;
   auto loaded = load_model(flags);
@@ -121,14 +107,12 @@ std::map<std::string, std::map<std::string, ProbeSummary>> run_pattern(const Ran
   return summary;
 }
 
-std::string cell(const RunningStat& s) {
+static std::string cell(const RunningStat& s) {
   if (s.count == 0) return "-";
   char buf[48];
   std::snprintf(buf, sizeof buf, "%.1f ± %.1f", s.mean, s.std());
   return buf;
 }
-
-}  // namespace
 
 void print_rank_table(std::ostream& out, const std::vector<std::string>& run_names,
                       const std::vector<std::map<std::string, std::map<std::string, ProbeSummary>>>& summaries) {
@@ -204,7 +188,7 @@ void add_rank_command(CLI::App& app) {
     }
     fs::create_directories(a->out);
     std::vector<std::map<std::string, std::map<std::string, ProbeSummary>>> summaries;
-    for (size_t i = 0; i < patterns.size(); ++i) summaries.push_back(run_pattern(*a, patterns[i], paths[i]));
+    for (size_t i = 0; i < patterns.size(); ++i) summaries.push_back(run_rank(*a, patterns[i], paths[i]));
     print_rank_table(std::cout, names, summaries);
     for (const auto& p : paths) std::cout << "wrote " << p << "\n";
   });

@@ -8,12 +8,36 @@
 #include <vector>
 
 #include "analysis/probe_recorder.h"
+#include "experiments/model_loading.h"
 
 namespace CLI {
 class App;
 }
 
 namespace rala {
+
+/// The options of `rala rank` (one results file per pattern).
+struct RankArgs {
+  ModelFlags model;
+  std::vector<std::string> patterns;
+  std::string data = "fashion-mnist";
+  int64_t num_images = 16;
+  int64_t batch_size = 8;
+  int64_t image_size = 0;
+  std::string probes = "kv_buffer,output,output_gated";
+  std::string tolerance = "numpy";
+  int64_t attention_top_k = 64;
+  std::string out;
+  bool overwrite = false;
+  bool quiet = false;
+};
+
+/// Layer ("0.0") → probe ("kv_buffer", …) → mean ± std over images and heads.
+using RankSummary = std::map<std::string, std::map<std::string, ProbeSummary>>;
+
+/// Runs the rank analysis of one pattern ("" = the model's/checkpoint's) and writes the results file at `path`
+/// atomically (nothing at `path` on error). Returns the summary printed by `rala rank`.
+RankSummary run_rank(const RankArgs& args, const std::string& pattern, const std::string& path);
 
 /// Registers the `rank` subcommand on app.
 void add_rank_command(CLI::App& app);

@@ -68,12 +68,13 @@ std::vector<std::string> model_preset_names() {
 }
 
 AnyModel::AnyModel(const std::string& preset, const std::string& pattern, const std::vector<std::string>& settings,
-                   int64_t num_classes)
+                   int64_t num_classes, double drop_path_rate)
     : preset_(lower(preset)), settings_(settings) {
   if (preset_ == "deit_tiny" || preset_ == "deit_small") {
     auto o = preset_ == "deit_tiny" ? deit_tiny() : deit_small();
     if (!pattern.empty()) o.attn_pattern(pattern);
     if (num_classes >= 0) o.num_classes(num_classes);
+    if (drop_path_rate >= 0) o.drop_path_rate(drop_path_rate);
     o.attn_settings(settings);
     pattern_ = o.attn_pattern();
     deit_ = Deit(o);
@@ -82,6 +83,7 @@ AnyModel::AnyModel(const std::string& preset, const std::string& pattern, const 
     auto o = ravlt_preset(preset_);
     if (!pattern.empty()) o.attn_pattern(pattern);
     if (num_classes >= 0) o.num_classes(num_classes);
+    if (drop_path_rate >= 0) o.drop_path_rate(drop_path_rate);
     o.attn_settings(settings);
     pattern_ = o.attn_pattern();
     ravlt_ = Ravlt(o);

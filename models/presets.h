@@ -45,8 +45,9 @@ struct AttentionLayerInfo {
 class AnyModel {
  public:
   /// pattern "" = the preset's default (RRSS for RAVLT, S for DeiT); num_classes < 0 = the preset's.
+  /// drop_path_rate < 0 = the preset's (stochastic depth, active in training mode only).
   AnyModel(const std::string& preset, const std::string& pattern = "", const std::vector<std::string>& settings = {},
-           int64_t num_classes = -1);
+           int64_t num_classes = -1, double drop_path_rate = -1);
   torch::Tensor forward(const torch::Tensor& images);
   ModelMacs macs(int64_t height, int64_t width) const;
   int64_t parameters() const { return count_parameters(*module_); }

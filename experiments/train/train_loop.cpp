@@ -1,1 +1,520 @@
 #include "experiments/train/train_loop.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <iostream>
+#include <limits>
+#include <mutex>
+#include <sstream>
+
+#include "analysis/h5_store.h"
+#include "analysis/results_table.h"
+#include "experiments/data/fashion_mnist.h"
+#include "experiments/data/image_folder.h"
+#include "experiments/data/transforms.h"
+#include "experiments/model_loading.h"
+#include "experiments/progress.h"
+#include "experiments/runtime.h"
+#include "experiments/train/schedule.h"
+#include "models/checkpoint.h"
+#include "models/presets.h"
+
+namespace rala {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Config
+
+void TrainConfig::validate() const {
+  TORCH_CHECK(epochs > 0, "--epochs must be > 0, got ", epochs);
+  TORCH_CHECK(batch_size > 0, "--batch-size must be > 0, got ", batch_size);
+  TORCH_CHECK(eval_batch_size > 0, "evaluation batch size must be > 0, got ", eval_batch_size);
+  TORCH_CHECK(lr > 0 && std::isfinite(lr), "--lr must be a finite number > 0, got ", lr);
+  TORCH_CHECK(min_lr >= 0 && min_lr <= lr, "--min-lr must be in [0, lr = ", lr, "], got ", min_lr);
+  TORCH_CHECK(weight_decay >= 0, "--weight-decay must be >= 0, got ", weight_decay);
+  TORCH_CHECK(warmup_epochs >= 0 && warmup_epochs < epochs, "--warmup-epochs must be in [0, epochs = ", epochs,
+              "), got ", warmup_epochs);
+  TORCH_CHECK(label_smoothing >= 0 && label_smoothing < 1, "--label-smoothing must be in [0, 1), got ",
+              label_smoothing);
+  TORCH_CHECK(drop_path >= 0 && drop_path < 1, "--drop-path must be in [0, 1), got ", drop_path);
+  TORCH_CHECK(ema_decay >= 0 && ema_decay < 1, "--ema-decay must be in [0, 1) (0 = no EMA), got ", ema_decay);
+  TORCH_CHECK(clip_grad >= 0, "--clip-grad must be >= 0 (0 = no clipping), got ", clip_grad);
+  TORCH_CHECK(image_size >= 0, "--image-size must be >= 0 (0 = the data's default), got ", image_size);
+  TORCH_CHECK(train_limit != 0 && test_limit != 0, "--train-limit and --test-limit must be > 0 or -1 (all)");
+  TORCH_CHECK(!out.empty(), "--out RUN_DIR is required");
+}
+
+std::string TrainConfig::to_json() const {
+  json j = {{"model", model},
+            {"pattern", pattern},
+            {"settings", settings},
+            {"data", data},
+            {"image_size", image_size},
+            {"train_limit", train_limit},
+            {"test_limit", test_limit},
+            {"epochs", epochs},
+            {"batch_size", batch_size},
+            {"eval_batch_size", eval_batch_size},
+            {"lr", lr},
+            {"min_lr", min_lr},
+            {"weight_decay", weight_decay},
+            {"warmup_epochs", warmup_epochs},
+            {"label_smoothing", label_smoothing},
+            {"drop_path", drop_path},
+            {"ema_decay", ema_decay},
+            {"clip_grad", clip_grad},
+            {"seed", seed}};
+  return j.dump();
+}
+
+void TrainConfig::from_json(const std::string& text) {
+  auto j = json::parse(text, nullptr, false);
+  TORCH_CHECK(!j.is_discarded() && j.is_object(), "training config is not a JSON object");
+  try {
+    model = j.at("model");
+    pattern = j.at("pattern");
+    settings = j.at("settings").get<std::vector<std::string>>();
+    data = j.at("data");
+    image_size = j.at("image_size");
+    train_limit = j.at("train_limit");
+    test_limit = j.at("test_limit");
+    epochs = j.at("epochs");
+    batch_size = j.at("batch_size");
+    eval_batch_size = j.at("eval_batch_size");
+    lr = j.at("lr");
+    min_lr = j.at("min_lr");
+    weight_decay = j.at("weight_decay");
+    warmup_epochs = j.at("warmup_epochs");
+    label_smoothing = j.at("label_smoothing");
+    drop_path = j.at("drop_path");
+    ema_decay = j.at("ema_decay");
+    clip_grad = j.at("clip_grad");
+    seed = j.at("seed");
+  } catch (const json::exception& e) {
+    TORCH_CHECK(false, "training config is incomplete: ", e.what());
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Weight-decay groups
+
+namespace {
+
+bool is_no_decay(const std::string& name, const torch::Tensor& p) {
+  auto ends_with = [&](const std::string& s) {
+    return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
+  };
+  int64_t non_singleton = 0;
+  for (auto d : p.sizes()) non_singleton += d > 1;
+  return p.dim() <= 1 || non_singleton <= 1 || ends_with(".bias") || ends_with("pos_embed") ||
+         ends_with("cls_token");
+}
+
+}  // namespace
+
+std::pair<std::vector<torch::Tensor>, std::vector<torch::Tensor>> split_weight_decay(torch::nn::Module& module) {
+  std::vector<torch::Tensor> decay, no_decay;
+  for (const auto& p : module.named_parameters(true)) {
+    if (!p.value().requires_grad()) continue;
+    (is_no_decay(p.key(), p.value()) ? no_decay : decay).push_back(p.value());
+  }
+  return {decay, no_decay};
+}
+
+std::vector<std::string> no_weight_decay_names(torch::nn::Module& module) {
+  std::vector<std::string> names;
+  for (const auto& p : module.named_parameters(true))
+    if (is_no_decay(p.key(), p.value())) names.push_back(p.key());
+  return names;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Data
+
+struct LabeledSplit::State {
+  bool fashion = false;
+  int64_t size = 0;
+  torch::Tensor images;  // Fashion-MNIST: (N, 1, 28, 28) uint8
+  torch::Tensor labels;  // (N,) int64
+  std::unique_ptr<data::ImageFolder> folder;
+  std::vector<std::string> classes;
+  std::string description;
+};
+
+LabeledSplit::LabeledSplit(const std::string& spec, bool train, int64_t image_size, int64_t limit)
+    : s_(std::make_unique<State>()) {
+  if (spec == "fashion-mnist") {
+    auto d = data::load_fashion_mnist(train, limit);
+    s_->fashion = true;
+    s_->images = d.images;
+    s_->labels = d.labels;
+    s_->classes = d.classes;
+    s_->size = d.images.size(0);
+    s_->description = std::string("fashion-mnist:") + (train ? "train" : "test") + ":" + std::to_string(s_->size);
+    s_->description += "@" + std::to_string(image_size);
+  } else {
+    TORCH_CHECK(fs::is_directory(spec), "--data must be 'fashion-mnist' or a folder with train/ and val/ (or test/) ",
+                "class folders; '", spec, "' is neither");
+    fs::path dir = fs::path(spec) / (train ? "train" : "val");
+    if (!train && !fs::is_directory(dir)) dir = fs::path(spec) / "test";
+    TORCH_CHECK(fs::is_directory(dir), "--data folder '", spec, "' has no ",
+                train ? "train/ sub-folder" : "val/ or test/ sub-folder", " (expected DIR/train/<class>/<image> and ",
+                "DIR/val/<class>/<image>)");
+    s_->folder = std::make_unique<data::ImageFolder>(dir.string());
+    TORCH_CHECK(!s_->folder->classes().empty(), "'", dir.string(),
+                "' holds loose images; training needs class sub-folders (<class>/<image>)");
+    s_->classes = s_->folder->classes();
+    s_->size = s_->folder->size();
+    if (limit > 0) s_->size = std::min(s_->size, limit);
+    s_->labels = s_->folder->labels().narrow(0, 0, s_->size);
+    s_->description = dir.string() + ":" + std::to_string(s_->size) + "@" + std::to_string(image_size);
+  }
+  TORCH_CHECK(image_size > 0, "image size must be > 0, got ", image_size);
+  TORCH_CHECK(s_->size > 0, "no images in ", s_->description);
+  image_size_ = image_size;
+}
+
+LabeledSplit::~LabeledSplit() = default;
+LabeledSplit::LabeledSplit(LabeledSplit&&) noexcept = default;
+int64_t LabeledSplit::size() const { return s_->size; }
+int64_t LabeledSplit::image_size() const { return image_size_; }
+const std::vector<std::string>& LabeledSplit::classes() const { return s_->classes; }
+std::string LabeledSplit::description() const { return s_->description; }
+
+std::pair<torch::Tensor, torch::Tensor> LabeledSplit::batch(const torch::Tensor& indices, bool augment,
+                                                            at::Generator gen) const {
+  const int64_t size = image_size_;
+  auto labels = s_->labels.index_select(0, indices);
+  if (s_->fashion) {
+    auto x = data::fashion_mnist_to_float(s_->images.index_select(0, indices), size, 3);  // (B, 3, S, S)
+    if (augment) {
+      x = data::random_crop_with_padding(x, std::max<int64_t>(1, size / 7), gen);
+      x = data::random_horizontal_flip(x, 0.5, gen);
+    }
+    return {x, labels};
+  }
+  std::vector<torch::Tensor> images;
+  auto idx = indices.contiguous();
+  const int64_t* p = idx.data_ptr<int64_t>();
+  for (int64_t i = 0; i < idx.numel(); ++i) {
+    auto img = s_->folder->load(p[i]);  // (3, H, W) uint8
+    if (augment) {
+      auto crop = data::random_resized_crop(img, size, gen).to(torch::kFloat32).div_(255.0);
+      crop = data::normalize(crop, {data::kImageNetMean.begin(), data::kImageNetMean.end()},
+                             {data::kImageNetStd.begin(), data::kImageNetStd.end()});
+      images.push_back(crop);
+    } else {
+      images.push_back(data::imagenet_eval_transform(img, size));
+    }
+  }
+  auto x = torch::stack(images);
+  if (augment) x = data::random_horizontal_flip(x, 0.5, gen);
+  return {x, labels};
+}
+
+std::pair<double, double> evaluate(AnyModel& model, const LabeledSplit& split, int64_t batch_size) {
+  torch::NoGradGuard no_grad;
+  model.module()->eval();
+  int64_t correct = 0;
+  double loss_sum = 0;
+  auto gen = data::make_generator(0);  // unused without augmentation
+  for (int64_t start = 0; start < split.size(); start += batch_size) {
+    const int64_t n = std::min(batch_size, split.size() - start);
+    auto [x, y] = split.batch(torch::arange(start, start + n, torch::kInt64), false, gen);
+    auto logits = model.forward(x);
+    loss_sum += torch::nn::functional::cross_entropy(
+                    logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                    .item<double>();
+    correct += logits.argmax(1).eq(y).sum().item<int64_t>();
+  }
+  return {100.0 * static_cast<double>(correct) / static_cast<double>(split.size()),
+          loss_sum / static_cast<double>(split.size())};
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Training
+
+namespace {
+
+constexpr const char* kCheckpointName = "checkpoint.pth";
+constexpr const char* kMetricsName = "metrics.h5";
+
+torch::Tensor bytes_tensor(const std::string& bytes) {
+  auto t = torch::empty({static_cast<int64_t>(bytes.size())}, torch::kUInt8);
+  std::memcpy(t.data_ptr<uint8_t>(), bytes.data(), bytes.size());
+  return t;
+}
+
+std::string tensor_bytes(const torch::Tensor& t) {
+  auto c = t.contiguous().to(torch::kUInt8);
+  return std::string(reinterpret_cast<const char*>(c.data_ptr<uint8_t>()), static_cast<size_t>(c.numel()));
+}
+
+torch::Tensor cpu_rng_state() {
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return gen.get_state();
+}
+
+void set_cpu_rng_state(const torch::Tensor& state) {
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(state);
+}
+
+c10::Dict<std::string, torch::Tensor> to_dict(const StateDict& s) {
+  c10::Dict<std::string, torch::Tensor> d;
+  for (const auto& [k, v] : s) d.insert(k, v);
+  return d;
+}
+
+StateDict from_ivalue_dict(const torch::IValue& v, const std::string& what) {
+  TORCH_CHECK(v.isGenericDict(), what, " is not a dictionary of tensors");
+  StateDict s;
+  for (const auto& e : v.toGenericDict()) {
+    TORCH_CHECK(e.key().isString() && e.value().isTensor(), what, " holds a non-tensor entry");
+    s[e.key().toStringRef()] = e.value().toTensor();
+  }
+  return s;
+}
+
+ResultsTable metrics_table() {
+  ResultsTable t;
+  t.add_column("epoch", ColumnKind::integer, "", "epoch, 1-based")
+      .add_column("train_loss", ColumnKind::number, "", "mean training loss (label-smoothed cross-entropy)")
+      .add_column("train_top1", ColumnKind::number, "%", "training top-1 accuracy on augmented batches")
+      .add_column("test_loss", ColumnKind::number, "", "mean test cross-entropy")
+      .add_column("test_top1", ColumnKind::number, "%", "test top-1 accuracy")
+      .add_column("test_top1_ema", ColumnKind::number, "%", "test top-1 accuracy of the EMA weights (nan: no EMA)")
+      .add_column("lr", ColumnKind::number, "", "learning rate at the last step of the epoch")
+      .add_column("images_per_s", ColumnKind::number, "images/s", "training throughput (forward + backward + step)")
+      .add_column("seconds", ColumnKind::number, "s", "wall time of the epoch's training steps");
+  return t;
+}
+
+}  // namespace
+
+TrainResult train(const TrainConfig& requested) {
+  TrainConfig c = requested;
+  c.validate();
+  const fs::path dir(c.out);
+  const std::string ckpt_path = (dir / kCheckpointName).string();
+  const std::string metrics_path = (dir / kMetricsName).string();
+
+  Checkpoint resumed;
+  bool resuming = false;
+  if (c.resume) {
+    TORCH_CHECK(fs::exists(ckpt_path), "--resume: no checkpoint at '", ckpt_path, "' (expected a run started with ",
+                "rala train --out ", c.out, ")");
+    resumed = read_checkpoint(ckpt_path, "model");
+    json meta = json::parse(resumed.meta, nullptr, false);
+    TORCH_CHECK(!meta.is_discarded() && meta.contains("train_config"), "--resume: '", ckpt_path,
+                "' is not a training checkpoint of rala train (no train_config in its meta)");
+    c.from_json(meta["train_config"].dump());
+    c.validate();
+    resuming = true;
+  } else {
+    TORCH_CHECK(c.overwrite || !fs::exists(ckpt_path), "'", c.out, "' already holds a run (", kCheckpointName,
+                "); use --resume to continue it or --overwrite to start again");
+  }
+  fs::create_directories(dir);
+
+  const bool fashion = c.data == "fashion-mnist";
+  // Image size: Fashion-MNIST's native 28 px, or the model's default for folders. The class count comes from the data.
+  int64_t size = c.image_size;
+  if (size == 0) size = fashion ? data::kFashionMnistSide : AnyModel(c.model, c.pattern, c.settings).default_image_size();
+  LabeledSplit train_split(c.data, true, size, c.train_limit);
+  LabeledSplit test_split(c.data, false, size, c.test_limit);
+  const int64_t classes = static_cast<int64_t>(train_split.classes().size());
+  torch::manual_seed(c.seed);
+  auto model = std::make_unique<AnyModel>(c.model, c.pattern, c.settings, classes, c.drop_path);
+  std::unique_ptr<AnyModel> ema_model;
+  std::unique_ptr<ModelEma> ema;
+  if (c.ema_decay > 0) {
+    ema_model = std::make_unique<AnyModel>(c.model, c.pattern, c.settings, classes, c.drop_path);
+    ema = std::make_unique<ModelEma>(*ema_model->module(), c.ema_decay);
+    ema->reset(*model->module());
+  }
+
+  auto [decay, no_decay] = split_weight_decay(*model->module());
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(
+                                 torch::optim::AdamWOptions(c.lr).weight_decay(c.weight_decay)));
+  groups.emplace_back(no_decay,
+                      std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(c.lr).weight_decay(0)));
+  torch::optim::AdamW optimizer(std::move(groups), torch::optim::AdamWOptions(c.lr).weight_decay(c.weight_decay));
+
+  const int64_t steps_per_epoch = (train_split.size() + c.batch_size - 1) / c.batch_size;
+  const int64_t warmup_steps = static_cast<int64_t>(std::llround(c.warmup_epochs * steps_per_epoch));
+  CosineSchedule schedule(c.lr, c.min_lr, warmup_steps, c.epochs * steps_per_epoch);
+
+  ResultsTable metrics = metrics_table();
+  int64_t start_epoch = 0;
+  if (resuming) {
+    load_state_dict(*model->module(), resumed.state);
+    for (const auto& [name, value] : resumed.extra) {
+      if (name == "optimizer") {
+        std::istringstream in(tensor_bytes(value.toTensor()));
+        torch::serialize::InputArchive archive;
+        archive.load_from(in);
+        optimizer.load(archive);
+      } else if (name == "rng_state") {
+        set_cpu_rng_state(value.toTensor());
+      } else if (name == "model_ema" && ema) {
+        load_state_dict(*ema_model->module(), from_ivalue_dict(value, "checkpoint entry 'model_ema'"));
+      }
+    }
+    start_epoch = resumed.epoch;
+    TORCH_CHECK(start_epoch >= 1 && start_epoch <= c.epochs, "--resume: '", ckpt_path, "' is at epoch ", start_epoch,
+                ", outside 1..", c.epochs);
+    if (fs::exists(metrics_path)) {
+      h5::File f(metrics_path, h5::Mode::read);
+      auto old = ResultsTable::read_h5(f);
+      for (int64_t r = 0; r < old.rows() && r < start_epoch; ++r) {
+        std::map<std::string, TableValue> row;
+        for (const auto& col : old.columns()) {
+          if (!metrics.has_column(col.name)) continue;
+          if (col.kind == ColumnKind::integer)
+            row[col.name] = col.integers[r];
+          else if (col.kind == ColumnKind::number)
+            row[col.name] = col.numbers[r];
+        }
+        metrics.add_row(row);
+      }
+    }
+    if (!c.quiet)
+      std::cerr << "resuming " << c.out << " at epoch " << start_epoch + 1 << "/" << c.epochs
+                << " (configuration from the checkpoint)\n";
+  }
+
+  std::vector<torch::Tensor> all_params;
+  for (const auto& p : model->module()->parameters()) all_params.push_back(p);
+  const auto classes_names = train_split.classes();
+  auto write_metrics = [&](const ResultsTable& t) {
+    write_table_files(t, metrics_path, [&](h5::File& f) {
+      set_provenance(f);
+      f.set_attr("/", "table_kind", "train");
+      f.set_attr("/", "model", model->preset());
+      f.set_attr("/", "attn_pattern", model->pattern());
+      std::string settings;
+      for (const auto& s : model->settings()) settings += (settings.empty() ? "" : " ") + s;
+      f.set_attr("/", "attn_settings", settings);
+      f.set_attr("/", "dataset", train_split.description());
+      f.set_attr("/", "train_config", c.to_json());
+      f.set_attr("/", "dtype", "float32");
+    });
+  };
+
+  TrainResult result;
+  result.checkpoint = ckpt_path;
+  result.metrics = metrics_path;
+  result.epochs_done = start_epoch;
+  if (metrics.rows() > 0) {
+    const int64_t r = metrics.rows() - 1;
+    result.train_loss = metrics.column("train_loss").numbers[r];
+    result.train_top1 = metrics.column("train_top1").numbers[r];
+    result.test_loss = metrics.column("test_loss").numbers[r];
+    result.test_top1 = metrics.column("test_top1").numbers[r];
+    result.test_top1_ema = metrics.column("test_top1_ema").numbers[r];
+    result.images_per_s = metrics.column("images_per_s").numbers[r];
+  }
+
+  int64_t epochs_this_call = 0;
+  for (int64_t epoch = start_epoch; epoch < c.epochs; ++epoch) {
+    if (c.stop_after_epochs >= 0 && epochs_this_call >= c.stop_after_epochs) break;
+    model->module()->train();
+    // Data order and augmentation depend only on (seed, epoch): a resumed run draws the same batches.
+    auto gen = data::make_generator(c.seed * 1000003ULL + static_cast<uint64_t>(epoch));
+    auto order = torch::randperm(train_split.size(), gen, torch::kInt64);
+    Progress progress("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(c.epochs), train_split.size(),
+                      "images", c.quiet);
+    double loss_sum = 0;
+    int64_t correct = 0, seen = 0;
+    double lr_now = 0;
+    auto t0 = std::chrono::steady_clock::now();
+    for (int64_t s = 0; s < steps_per_epoch; ++s) {
+      const int64_t global_step = epoch * steps_per_epoch + s;
+      lr_now = schedule(global_step);
+      for (auto& g : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr_now);
+      const int64_t begin = s * c.batch_size;
+      const int64_t n = std::min(c.batch_size, train_split.size() - begin);
+      auto [x, y] = train_split.batch(order.narrow(0, begin, n), true, gen);
+      auto logits = model->forward(x);
+      auto loss = torch::nn::functional::cross_entropy(
+          logits, y, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(c.label_smoothing));
+      if (global_step == c.inject_nonfinite_step) loss = loss * std::numeric_limits<double>::quiet_NaN();
+      const double loss_value = loss.item<double>();
+      if (!std::isfinite(loss_value)) {
+        progress.finish();
+        const bool kept = fs::exists(ckpt_path);
+        TORCH_CHECK(false, "non-finite training loss (", loss_value, ") at epoch ", epoch + 1, ", step ", s + 1, " (lr ",
+                    lr_now, "); ",
+                    kept ? "the last good checkpoint '" + ckpt_path + "' (epoch " + std::to_string(epoch) +
+                               ") is kept; try a lower --lr or --clip-grad"
+                         : std::string("no checkpoint was written yet; try a lower --lr or --clip-grad"));
+      }
+      optimizer.zero_grad();
+      loss.backward();
+      if (c.clip_grad > 0) torch::nn::utils::clip_grad_norm_(all_params, c.clip_grad);
+      optimizer.step();
+      if (ema) ema->update(*model->module());
+      loss_sum += loss_value * static_cast<double>(n);
+      correct += logits.detach().argmax(1).eq(y).sum().item<int64_t>();
+      seen += n;
+      char extra[96];
+      std::snprintf(extra, sizeof extra, "loss %.4f  acc %.1f%%", loss_sum / seen, 100.0 * correct / seen);
+      progress.update(seen, extra);
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    progress.finish();
+
+    result.train_loss = loss_sum / static_cast<double>(seen);
+    result.train_top1 = 100.0 * static_cast<double>(correct) / static_cast<double>(seen);
+    std::tie(result.test_top1, result.test_loss) = evaluate(*model, test_split, c.eval_batch_size);
+    result.test_top1_ema = std::numeric_limits<double>::quiet_NaN();
+    if (ema) result.test_top1_ema = evaluate(*ema_model, test_split, c.eval_batch_size).first;
+    result.images_per_s = static_cast<double>(seen) / seconds;
+    result.epochs_done = epoch + 1;
+    metrics.add_row({{"epoch", epoch + 1},
+                     {"train_loss", result.train_loss},
+                     {"train_top1", result.train_top1},
+                     {"test_loss", result.test_loss},
+                     {"test_top1", result.test_top1},
+                     {"test_top1_ema", result.test_top1_ema},
+                     {"lr", lr_now},
+                     {"images_per_s", result.images_per_s},
+                     {"seconds", seconds}});
+
+    // Checkpoint: model, EMA, optimizer, RNG; meta = model meta + training config.
+    json meta = json::parse(model_meta_json(*model, classes_names));
+    meta["train_config"] = json::parse(c.to_json());
+    std::vector<std::pair<std::string, torch::IValue>> extra;
+    {
+      std::ostringstream buf;
+      torch::serialize::OutputArchive archive;
+      optimizer.save(archive);
+      archive.save_to(buf);
+      extra.emplace_back("optimizer", bytes_tensor(buf.str()));
+    }
+    extra.emplace_back("rng_state", cpu_rng_state());
+    if (ema) extra.emplace_back("model_ema", to_dict(state_dict(*ema_model->module())));
+    save_checkpoint(ckpt_path, state_dict(*model->module()), epoch + 1, meta.dump(), extra);
+    write_metrics(metrics);
+    ++epochs_this_call;
+    if (!c.quiet) {
+      std::fprintf(stderr, "epoch %lld/%lld  train loss %.4f  train top-1 %.2f%%  test top-1 %.2f%%", (long long)(epoch + 1),
+                   (long long)c.epochs, result.train_loss, result.train_top1, result.test_top1);
+      if (ema) std::fprintf(stderr, "  (EMA %.2f%%)", result.test_top1_ema);
+      std::fprintf(stderr, "  %.0f images/s\n", result.images_per_s);
+    }
+  }
+  return result;
+}
+
+}  // namespace rala

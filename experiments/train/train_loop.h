@@ -1,1 +1,107 @@
 #pragma once
+/// \file train_loop.h
+/// The training loop behind `rala train`: AdamW with decoupled weight decay (none on norms, biases, layer-scale gammas,
+/// position embeddings), per-iteration cosine schedule with linear warm-up, label smoothing, drop path, EMA of the
+/// weights, gradient clipping, light augmentation; per-epoch metrics (RUN_DIR/metrics.h5 in the /table convention +
+/// metrics.csv) and an atomic checkpoint each epoch (RUN_DIR/checkpoint.pth) from which `resume` continues exactly.
+///
+///   TrainConfig c;
+///   c.model = "ravlt_micro"; c.pattern = "RRSS"; c.epochs = 3; c.out = "runs/rrss";
+///   TrainResult r = train(c);     // r.test_top1, r.checkpoint
+///   c.resume = true; train(c);    // continues from runs/rrss/checkpoint.pth (no-op when already complete)
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace rala {
+
+class AnyModel;
+
+/// Everything that defines a training run. Stored in the checkpoint's meta (JSON) so that a resumed run uses it.
+struct TrainConfig {
+  std::string model = "ravlt_micro";
+  std::string pattern;                ///< "" = the preset's default
+  std::vector<std::string> settings;  ///< attention key=value options
+  std::string data = "fashion-mnist"; ///< "fashion-mnist" or a folder with train/ and val/ (or test/) class folders
+  int64_t image_size = 0;             ///< 0 = 28 for Fashion-MNIST, the model's default for folders
+  int64_t train_limit = -1;           ///< use the first N training images (-1 = all)
+  int64_t test_limit = -1;            ///< use the first N test images (-1 = all)
+  int64_t epochs = 10;
+  int64_t batch_size = 128;
+  int64_t eval_batch_size = 256;
+  double lr = 2e-3;
+  double min_lr = 1e-5;
+  double weight_decay = 0.05;
+  double warmup_epochs = 1;
+  double label_smoothing = 0.1;
+  double drop_path = 0.0;
+  double ema_decay = 0.0;  ///< 0 = no EMA
+  double clip_grad = 0.0;  ///< max global gradient norm; 0 = no clipping
+  uint64_t seed = 0;
+  std::string out;         ///< RUN_DIR
+  // Not part of the stored config:
+  bool resume = false;
+  bool overwrite = false;
+  bool quiet = false;
+  int64_t stop_after_epochs = -1;      ///< testing: return after this many epochs of this invocation (an interrupt)
+  int64_t inject_nonfinite_step = -1;  ///< testing: make the loss NaN at this global step
+
+  /// Throws one line naming the first impossible option.
+  void validate() const;
+  std::string to_json() const;
+  /// Fills the stored fields from to_json() output (run-time flags keep their values).
+  void from_json(const std::string& json);
+};
+
+/// What a run ended with (the last epoch's metrics).
+struct TrainResult {
+  int64_t epochs_done = 0;
+  double train_loss = 0, train_top1 = 0, test_loss = 0, test_top1 = 0;
+  double test_top1_ema = std::numeric_limits<double>::quiet_NaN();
+  double images_per_s = 0;  ///< training throughput of the last epoch
+  std::string checkpoint;   ///< RUN_DIR/checkpoint.pth
+  std::string metrics;      ///< RUN_DIR/metrics.h5
+};
+
+/// Runs (or resumes) a training run; see the file comment. Errors (bad options, unreadable data, an existing run
+/// without resume/overwrite, a missing or corrupt checkpoint on resume, a non-finite loss) throw one line; files
+/// already in RUN_DIR stay as they were (a non-finite loss keeps the last good checkpoint).
+TrainResult train(const TrainConfig& config);
+
+/// Parameters of `module` split into {decay, no_decay}: no weight decay for biases, 1-D (or single non-singleton-dim)
+/// tensors such as norm weights and layer-scale gammas, and position embeddings / class tokens.
+std::pair<std::vector<torch::Tensor>, std::vector<torch::Tensor>> split_weight_decay(torch::nn::Module& module);
+/// Names of the parameters that get no weight decay (same rule as split_weight_decay).
+std::vector<std::string> no_weight_decay_names(torch::nn::Module& module);
+
+/// A labelled image set for training and evaluation, in network input form on demand.
+class LabeledSplit {
+ public:
+  /// `data`: "fashion-mnist" or a folder (train: DIR/train; test: DIR/val or DIR/test). `limit` < 0 = all.
+  LabeledSplit(const std::string& data, bool train, int64_t image_size, int64_t limit);
+  ~LabeledSplit();
+  LabeledSplit(LabeledSplit&&) noexcept;
+  int64_t size() const;
+  int64_t image_size() const;
+  const std::vector<std::string>& classes() const;
+  /// Images (B, 3, S, S) float32 normalised, and labels (B,) int64, of the given indices; `augment` applies the
+  /// training augmentation drawn from `gen` (random crop with padding + flip for Fashion-MNIST, random resized crop +
+  /// flip for folders).
+  std::pair<torch::Tensor, torch::Tensor> batch(const torch::Tensor& indices, bool augment, at::Generator gen) const;
+  std::string description() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> s_;
+  int64_t image_size_ = 0;
+};
+
+/// Top-1 accuracy (%) and mean cross-entropy of `model` (put in eval mode, no grad) on `split`.
+std::pair<double, double> evaluate(AnyModel& model, const LabeledSplit& split, int64_t batch_size);
+
+}  // namespace rala
