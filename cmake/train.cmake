@@ -5,3 +5,6 @@ target_sources(rala_experiments PRIVATE
   experiments/train.cpp
   experiments/ablate.cpp
   experiments/demo.cpp)
+if(RALA_BUILD_TESTS)
+  rala_add_tests(rala_tests_train tests/experiments/train_test.cpp)
+endif()

@@ -69,6 +69,7 @@ std::string TrainConfig::to_json() const {
             {"drop_path", drop_path},
             {"ema_decay", ema_decay},
             {"clip_grad", clip_grad},
+            {"augment", augment},
             {"seed", seed}};
   return j.dump();
 }
@@ -95,6 +96,7 @@ void TrainConfig::from_json(const std::string& text) {
     drop_path = j.at("drop_path");
     ema_decay = j.at("ema_decay");
     clip_grad = j.at("clip_grad");
+    augment = j.at("augment");
     seed = j.at("seed");
   } catch (const json::exception& e) {
     TORCH_CHECK(false, "training config is incomplete: ", e.what());
@@ -125,6 +127,17 @@ std::pair<std::vector<torch::Tensor>, std::vector<torch::Tensor>> split_weight_d
     (is_no_decay(p.key(), p.value()) ? no_decay : decay).push_back(p.value());
   }
   return {decay, no_decay};
+}
+
+std::unique_ptr<torch::optim::AdamW> make_adamw(torch::nn::Module& module, double lr, double weight_decay) {
+  auto [decay, no_decay] = split_weight_decay(module);
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(
+                                 torch::optim::AdamWOptions(lr).weight_decay(weight_decay)));
+  groups.emplace_back(no_decay,
+                      std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(lr).weight_decay(0)));
+  return std::make_unique<torch::optim::AdamW>(std::move(groups),
+                                               torch::optim::AdamWOptions(lr).weight_decay(weight_decay));
 }
 
 std::vector<std::string> no_weight_decay_names(torch::nn::Module& module) {
@@ -342,13 +355,8 @@ TrainResult train(const TrainConfig& requested) {
     ema->reset(*model->module());
   }
 
-  auto [decay, no_decay] = split_weight_decay(*model->module());
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(
-                                 torch::optim::AdamWOptions(c.lr).weight_decay(c.weight_decay)));
-  groups.emplace_back(no_decay,
-                      std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(c.lr).weight_decay(0)));
-  torch::optim::AdamW optimizer(std::move(groups), torch::optim::AdamWOptions(c.lr).weight_decay(c.weight_decay));
+  auto optimizer_ptr = make_adamw(*model->module(), c.lr, c.weight_decay);
+  torch::optim::AdamW& optimizer = *optimizer_ptr;
 
   const int64_t steps_per_epoch = (train_split.size() + c.batch_size - 1) / c.batch_size;
   const int64_t warmup_steps = static_cast<int64_t>(std::llround(c.warmup_epochs * steps_per_epoch));
@@ -444,7 +452,7 @@ TrainResult train(const TrainConfig& requested) {
       for (auto& g : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr_now);
       const int64_t begin = s * c.batch_size;
       const int64_t n = std::min(c.batch_size, train_split.size() - begin);
-      auto [x, y] = train_split.batch(order.narrow(0, begin, n), true, gen);
+      auto [x, y] = train_split.batch(order.narrow(0, begin, n), c.augment, gen);
       auto logits = model->forward(x);
       auto loss = torch::nn::functional::cross_entropy(
           logits, y, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(c.label_smoothing));

@@ -42,6 +42,7 @@ struct TrainConfig {
   double drop_path = 0.0;
   double ema_decay = 0.0;  ///< 0 = no EMA
   double clip_grad = 0.0;  ///< max global gradient norm; 0 = no clipping
+  bool augment = true;     ///< training augmentation (see LabeledSplit::batch)
   uint64_t seed = 0;
   std::string out;         ///< RUN_DIR
   // Not part of the stored config:
@@ -76,6 +77,9 @@ TrainResult train(const TrainConfig& config);
 /// Parameters of `module` split into {decay, no_decay}: no weight decay for biases, 1-D (or single non-singleton-dim)
 /// tensors such as norm weights and layer-scale gammas, and position embeddings / class tokens.
 std::pair<std::vector<torch::Tensor>, std::vector<torch::Tensor>> split_weight_decay(torch::nn::Module& module);
+/// AdamW (decoupled weight decay) over `module`'s parameters in two groups: split_weight_decay's decay group with
+/// `weight_decay`, the rest with none.
+std::unique_ptr<torch::optim::AdamW> make_adamw(torch::nn::Module& module, double lr, double weight_decay);
 /// Names of the parameters that get no weight decay (same rule as split_weight_decay).
 std::vector<std::string> no_weight_decay_names(torch::nn::Module& module);
 
