@@ -8,7 +8,16 @@
 #include <filesystem>
 #include <iostream>
 #include <limits>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <thread>
 #include <memory>
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "analysis/h5_store.h"
 #include "experiments/model_loading.h"
@@ -139,6 +148,83 @@ double stage01_mean(const RankSummary& s, const std::string& probe, bool effecti
 
 const char* kProbes[] = {"kv_buffer", "output", "output_gated"};
 
+/// One training of the grid, run as a child process `rala --threads 1 train --config-json … --out RUN` with its output
+/// in RUN/train.log. Small models train fastest on one thread each, several at once (intra-op threads on tiny tensors
+/// cost more than they give, and oversubscribed cores make them far slower).
+struct TrainJob {
+  std::string name;
+  TrainConfig config;
+  pid_t pid = -1;
+};
+
+std::string last_line(const std::string& path) {
+  std::ifstream in(path);
+  std::string line, last;
+  while (std::getline(in, line)) {
+    // Progress redraws use '\r': keep the last segment.
+    auto cr = line.find_last_of('\r');
+    if (cr != std::string::npos) line = line.substr(cr + 1);
+    if (!line.empty()) last = line;
+  }
+  return last;
+}
+
+pid_t spawn_training(const TrainJob& job) {
+  static const std::string exe = fs::read_symlink("/proc/self/exe").string();
+  const std::string log = (fs::path(job.config.out) / "train.log").string();
+  fs::create_directories(job.config.out);
+  std::vector<std::string> args = {exe, "--threads", "1", "train", "--config-json", job.config.to_json(),
+                                   "--out", job.config.out, "--quiet"};
+  if (job.config.resume) args.push_back("--resume");
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  pid_t pid = -1;
+  const int rc = posix_spawn(&pid, exe.c_str(), &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  TORCH_CHECK(rc == 0, "cannot start '", exe, " train' for ", job.name, ": ", std::strerror(rc));
+  return pid;
+}
+
+/// Runs the jobs, at most `parallel` at a time; throws naming the first failed job and its last log line.
+void run_training_jobs(std::vector<TrainJob>& jobs, int64_t parallel, bool quiet) {
+  size_t next = 0, done = 0, running = 0;
+  std::string failure;
+  const auto t0 = std::chrono::steady_clock::now();
+  while (done < jobs.size()) {
+    while (failure.empty() && running < static_cast<size_t>(parallel) && next < jobs.size()) {
+      jobs[next].pid = spawn_training(jobs[next]);
+      ++next;
+      ++running;
+    }
+    if (running == 0) break;
+    int status = 0;
+    const pid_t pid = waitpid(-1, &status, 0);
+    if (pid < 0) {
+      if (errno == EINTR) continue;
+      TORCH_CHECK(false, "waiting for training processes failed: ", std::strerror(errno));
+    }
+    for (auto& job : jobs) {
+      if (job.pid != pid) continue;
+      job.pid = -1;
+      --running;
+      ++done;
+      const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+      const std::string log = (fs::path(job.config.out) / "train.log").string();
+      if (!ok && failure.empty()) failure = "training " + job.name + " failed: " + last_line(log) + " (log: " + log + ")";
+      if (!quiet)
+        std::fprintf(stderr, "[%zu/%zu] %s %s (%.0f s)\n", done, jobs.size(), job.name.c_str(),
+                     ok ? "trained" : "FAILED",
+                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+  }
+  TORCH_CHECK(failure.empty(), failure);
+}
+
 ResultsTable empty_ablation_table() {
   ResultsTable t;
   t.add_column("config", ColumnKind::text, "", "configuration")
@@ -163,8 +249,10 @@ ResultsTable empty_ablation_table() {
 
 }  // namespace
 
-ResultsTable run_ablation(const AblationPreset& preset, int64_t seeds, const std::string& out, bool quiet) {
+ResultsTable run_ablation(const AblationPreset& preset, int64_t seeds, const std::string& out, bool quiet,
+                          int64_t parallel) {
   TORCH_CHECK(seeds > 0, "--seeds must be > 0, got ", seeds);
+  if (parallel <= 0) parallel = std::max<int64_t>(1, static_cast<int64_t>(std::thread::hardware_concurrency()));
   TORCH_CHECK(!out.empty(), "--out DIR is required");
   for (const auto& c : preset.configs) AnyModel(preset.train.model, c.pattern, c.settings);  // validate up front
   fs::create_directories(fs::path(out) / "runs");
@@ -173,6 +261,28 @@ ResultsTable run_ablation(const AblationPreset& preset, int64_t seeds, const std
   const std::string table_path = (fs::path(out) / "ablation.h5").string();
   const auto started = std::chrono::steady_clock::now();
 
+  // Phase 1: every training of the grid, `parallel` child processes at a time.
+  auto run_dir = [&](const AblationConfig& config, int64_t seed) {
+    return (fs::path(out) / "runs" / (slug(config.name) + "_seed" + std::to_string(seed))).string();
+  };
+  std::vector<TrainJob> jobs;
+  for (const auto& config : preset.configs)
+    for (int64_t seed = 0; seed < seeds; ++seed) {
+      TrainJob job;
+      job.name = config.name + " seed " + std::to_string(seed);
+      job.config = preset.train;
+      job.config.pattern = config.pattern;
+      job.config.settings = config.settings;
+      job.config.seed = static_cast<uint64_t>(seed);
+      job.config.out = run_dir(config, seed);
+      job.config.resume = fs::exists(fs::path(job.config.out) / "checkpoint.pth");  // continue an interrupted grid
+      jobs.push_back(job);
+    }
+  if (!quiet)
+    std::cerr << "training " << jobs.size() << " models, " << parallel << " at a time (logs in runs/*/train.log)\n";
+  run_training_jobs(jobs, parallel, quiet);
+
+  // Phase 2: per configuration, rank analysis of the test images and inference throughput (all threads).
   for (const auto& config : preset.configs) {
     std::vector<double> top1, throughput;
     std::map<std::string, std::vector<double>> ranks;
@@ -180,15 +290,15 @@ ResultsTable run_ablation(const AblationPreset& preset, int64_t seeds, const std
     double gmacs = 0;
     for (int64_t seed = 0; seed < seeds; ++seed) {
       const std::string run_name = slug(config.name) + "_seed" + std::to_string(seed);
-      TrainConfig tc = preset.train;
-      tc.pattern = config.pattern;
-      tc.settings = config.settings;
-      tc.seed = static_cast<uint64_t>(seed);
-      tc.out = (fs::path(out) / "runs" / run_name).string();
-      tc.quiet = quiet;
-      tc.resume = fs::exists(fs::path(tc.out) / "checkpoint.pth");
-      if (!quiet) std::cerr << "== " << config.name << " seed " << seed << (tc.resume ? " (resuming)" : "") << "\n";
-      const TrainResult r = train(tc);
+      TrainResult r;
+      r.checkpoint = (fs::path(run_dir(config, seed)) / "checkpoint.pth").string();
+      {
+        h5::File f((fs::path(run_dir(config, seed)) / "metrics.h5").string(), h5::Mode::read);
+        const auto m = ResultsTable::read_h5(f);
+        TORCH_CHECK(m.rows() == preset.train.epochs, "run ", run_dir(config, seed), " has ", m.rows(),
+                    " epochs of metrics, expected ", preset.train.epochs);
+        r.test_top1 = m.column("test_top1").numbers.back();
+      }
       top1.push_back(r.test_top1);
 
       RankArgs ra;
@@ -275,6 +385,7 @@ void add_ablate_command(CLI::App& app) {
   struct Args {
     std::string preset = "quick";
     int64_t seeds = 0;
+    int64_t jobs = 0;
     std::string out;
     bool quiet = false;
   };
@@ -282,6 +393,7 @@ void add_ablate_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("ablate", "Train, rank-analyse and time a grid of attention configurations");
   cmd->add_option("--preset", a->preset, "quick (≤ 8 min on 2 cores) | full")->capture_default_str();
   cmd->add_option("--seeds", a->seeds, "Seeds per configuration (0: the preset's)");
+  cmd->add_option("--jobs", a->jobs, "Trainings run at once, one thread each (0: one per core)");
   cmd->add_option("--out", a->out, "Output directory (runs/, rank/, ablation.h5, ablation.csv)")->required();
   cmd->add_flag("--quiet", a->quiet, "No progress output");
   cmd->callback([a] {
@@ -291,7 +403,8 @@ void add_ablate_command(CLI::App& app) {
     std::cerr << "ablation '" << preset.name << "': " << preset.configs.size() << " configurations × " << seeds
               << " seed(s); " << preset.description << "\n";
     const auto t0 = std::chrono::steady_clock::now();
-    const auto table = run_ablation(preset, seeds, a->out, a->quiet);
+    TORCH_CHECK(a->jobs >= 0, "--jobs must be >= 0 (0 = one per core), got ", a->jobs);
+    const auto table = run_ablation(preset, seeds, a->out, a->quiet, a->jobs);
     print_ablation_table(std::cout, table);
     std::cout << "ablation '" << preset.name << "' took "
               << fmt(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 0) << " s; wrote "

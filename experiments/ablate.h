@@ -43,10 +43,14 @@ std::vector<AblationConfig> standard_ablation_configs();
 /// presets otherwise.
 AblationPreset ablation_preset(const std::string& name);
 
-/// Runs the grid into `out` (runs/<config>_seed<k>/ with checkpoints and metrics, rank/<config>_seed<k>.h5, and
-/// ablation.h5 + ablation.csv rewritten after each configuration). A run whose checkpoint exists is resumed (a complete
-/// one is not retrained), so an interrupted ablation continues where it stopped. Returns the table.
-ResultsTable run_ablation(const AblationPreset& preset, int64_t seeds, const std::string& out, bool quiet);
+/// Runs the grid into `out`: first every training (runs/<config>_seed<k>/ with checkpoint, metrics and train.log), as
+/// `parallel` child processes of this executable (`rala --threads 1 train`) at a time (0 = one per core); then, per
+/// configuration, the rank analysis of the test images (rank/<config>_seed<k>.h5) and the inference throughput with
+/// all threads; ablation.h5 + ablation.csv are rewritten after each configuration. A run whose checkpoint exists is
+/// resumed (a complete one is not retrained), so an interrupted ablation continues where it stopped. Must run inside
+/// the `rala` executable (it starts /proc/self/exe). Returns the table.
+ResultsTable run_ablation(const AblationPreset& preset, int64_t seeds, const std::string& out, bool quiet,
+                          int64_t parallel = 0);
 
 /// The ablation table as Markdown (config, params, GMACs, top-1, ranks, images/s).
 void print_ablation_table(std::ostream& out, const ResultsTable& table);

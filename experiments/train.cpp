@@ -44,7 +44,11 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--stop-after-epochs", c->stop_after_epochs, "Testing: stop after N epochs of this invocation")
       ->group("");
   cmd->add_option("--inject-nonfinite-step", c->inject_nonfinite_step, "Testing: NaN loss at this step")->group("");
-  cmd->callback([c] {
+  auto config_json = std::make_shared<std::string>();
+  cmd->add_option("--config-json", *config_json, "The stored training configuration as JSON (used by rala ablate)")
+      ->group("");
+  cmd->callback([c, config_json] {
+    if (!config_json->empty()) c->from_json(*config_json);
     TORCH_CHECK(!(c->resume && c->overwrite), "--resume and --overwrite exclude each other");
     const TrainResult r = train(*c);
     std::printf("%s: epoch %lld, train loss %.4f, train top-1 %.2f%%, test top-1 %.2f%%", c->out.c_str(),

@@ -205,12 +205,13 @@ std::pair<torch::Tensor, torch::Tensor> LabeledSplit::batch(const torch::Tensor&
   const int64_t size = image_size_;
   auto labels = s_->labels.index_select(0, indices);
   if (s_->fashion) {
-    auto x = data::fashion_mnist_to_float(s_->images.index_select(0, indices), size, 3);  // (B, 3, S, S)
+    // Augment the raw 28×28 pixels (padding is black, as torchvision's RandomCrop on images), then convert.
+    auto raw = s_->images.index_select(0, indices);  // (B, 1, 28, 28) uint8
     if (augment) {
-      x = data::random_crop_with_padding(x, std::max<int64_t>(1, size / 7), gen);
-      x = data::random_horizontal_flip(x, 0.5, gen);
+      raw = data::random_crop_with_padding(raw, 4, gen);
+      raw = data::random_horizontal_flip(raw, 0.5, gen);
     }
-    return {x, labels};
+    return {data::fashion_mnist_to_float(raw, size, 3), labels};  // (B, 3, S, S)
   }
   std::vector<torch::Tensor> images;
   auto idx = indices.contiguous();
