@@ -1,0 +1,369 @@
+// `rala report` as a user runs it, on the committed fixtures of tests/data/report (rank files made by `rala rank`,
+// tables written by the toolkit's table writer; see make_fixtures.sh). Reference numbers are read from the fixtures
+// with h5_store directly, never from the report code.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <numeric>
+#include <algorithm>
+#include <set>
+#include <sstream>
+
+#include "analysis/h5_store.h"
+#include "reports/figures.h"
+#include "tests/test_util.h"
+
+namespace rala {
+namespace {
+
+namespace fs = std::filesystem;
+
+const std::vector<std::string> kRankFiles = {"ravlt_micro_RRSS", "ravlt_micro_LLSS"};
+
+std::string fixture(const std::string& name) { return test::data_path("report/" + name); }
+
+std::string all_fixtures() {
+  std::string s;
+  for (const auto& r : kRankFiles) s += fixture(r + ".h5") + " ";
+  for (const char* t : {"ablation.h5", "bench.h5", "train.h5"}) s += fixture(t) + " ";
+  return s;
+}
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::string report_cmd(const std::string& args) { return std::string(RALA_BINARY) + " report " + args; }
+
+std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+/// Mean and sample std of a fixture dataset (n, heads) over the entries whose status is 0.
+std::pair<double, double> mean_std(const h5::File& f, const std::string& group, const std::string& metric) {
+  auto v = f.read(group + "/" + metric).to(torch::kFloat64).flatten();
+  auto ok = f.read(group + "/status").flatten() == 0;
+  v = v.masked_select(ok);
+  const double mean = v.mean().item<double>();
+  const double std = v.numel() > 1 ? v.std(/*unbiased=*/true).item<double>() : 0.0;
+  return {mean, std};
+}
+
+/// The first layer (stage, block order) whose variant is not softmax, read from the fixtures directly.
+std::string first_linear_layer() {
+  std::map<std::pair<int64_t, int64_t>, std::string> linear;
+  for (const auto& r : kRankFiles) {
+    h5::File f(fixture(r + ".h5"), h5::Mode::read);
+    for (const auto& l : f.list("/layers"))
+      if (f.attr_string("/layers/" + l, "variant") != "softmax" && f.exists("/layers/" + l + "/kv_buffer"))
+        linear[{f.attr_int("/layers/" + l, "stage"), f.attr_int("/layers/" + l, "block")}] = l;
+  }
+  return linear.empty() ? "" : linear.begin()->second;
+}
+
+/// The one full report all the content tests look at (made once; ~1-2 s of gnuplot).
+class ReportOutput : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = std::make_unique<test::TempDir>("rala_report");
+    out_ = dir_->path / "report";
+    output_ = test::run_command(
+        report_cmd(all_fixtures() + "--out " + out_.string() + " --format png,svg,pdf"), &status_);
+  }
+  static void TearDownTestSuite() { dir_.reset(); }
+  static std::vector<std::string> expected_figures() {
+    std::vector<std::string> names = {"kv_buffer_rank", "spectrum_kv_buffer_" + first_linear_layer(), "gate_rank",
+                                      "ablation_top1_vs_rank", "bench_scaling", "training_top1"};
+    for (const auto& r : kRankFiles) names.push_back("heads_kv_buffer_" + r);
+    return names;
+  }
+  static std::unique_ptr<test::TempDir> dir_;
+  static fs::path out_;
+  static std::string output_;
+  static int status_;
+};
+std::unique_ptr<test::TempDir> ReportOutput::dir_;
+fs::path ReportOutput::out_;
+std::string ReportOutput::output_;
+int ReportOutput::status_ = -1;
+
+TEST_F(ReportOutput, EveryFigureExistsInEveryFormatAndIsValid) {
+  ASSERT_EQ(status_, 0) << output_;
+  ASSERT_FALSE(first_linear_layer().empty());
+  for (const auto& name : expected_figures()) {
+    const fs::path base = out_ / "figures" / name;
+    const std::string png = read_file(base.string() + ".png");
+    ASSERT_GE(png.size(), 8u) << name;
+    EXPECT_EQ(png.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8)) << name;
+    const std::string svg = read_file(base.string() + ".svg");
+    size_t root = svg.find('<');  // the first element that is not a prolog, doctype or comment
+    while (root != std::string::npos && (svg.compare(root, 2, "<?") == 0 || svg.compare(root, 2, "<!") == 0))
+      root = svg.find('<', root + 1);
+    ASSERT_NE(root, std::string::npos) << name;
+    EXPECT_EQ(svg.compare(root, 4, "<svg"), 0) << name << ": " << svg.substr(0, 200);
+    EXPECT_NE(svg.find("</svg>"), std::string::npos) << name;
+    const std::string pdf = read_file(base.string() + ".pdf");
+    EXPECT_EQ(pdf.substr(0, 5), "%PDF-") << name;
+    EXPECT_NE(pdf.find("%%EOF"), std::string::npos) << name;
+    EXPECT_TRUE(fs::exists(base.string() + ".gp")) << name;
+    EXPECT_TRUE(fs::exists(base.string() + ".dat")) << name;
+    EXPECT_FALSE(fs::exists(base.string() + ".png.partial")) << name;
+  }
+}
+
+TEST_F(ReportOutput, HtmlAndMarkdownReferenceEveryFigure) {
+  ASSERT_EQ(status_, 0) << output_;
+  const std::string html = read_file(out_ / "report.html");
+  const std::string md = read_file(out_ / "report.md");
+  for (const auto& name : expected_figures()) {
+    for (const char* ext : {".png", ".svg", ".pdf", ".gp", ".dat"})
+      EXPECT_NE(html.find("figures/" + name + ext), std::string::npos) << name << ext;
+    EXPECT_NE(md.find("](figures/" + name + ".png)"), std::string::npos) << name;
+  }
+  // Self-contained: the SVGs are inline, nothing is loaded from elsewhere.
+  size_t inline_svgs = 0;
+  for (size_t p = 0; (p = html.find("<svg", p)) != std::string::npos; ++p) ++inline_svgs;
+  EXPECT_EQ(inline_svgs, expected_figures().size());
+  EXPECT_EQ(html.find("<script"), std::string::npos);
+  EXPECT_EQ(html.find("src=\"http"), std::string::npos);
+  // Provenance of every input: its path, command line and commit.
+  for (const auto& r : kRankFiles) {
+    h5::File f(fixture(r + ".h5"), h5::Mode::read);
+    EXPECT_NE(html.find(fixture(r + ".h5")), std::string::npos) << r;
+    EXPECT_NE(html.find(f.attr_string("/", "git_commit")), std::string::npos) << r;
+    EXPECT_NE(html.find(f.attr_string("/", "created_utc")), std::string::npos) << r;
+    EXPECT_NE(html.find(f.attr_string("/", "torch_version")), std::string::npos) << r;
+  }
+  h5::File a(fixture("ablation.h5"), h5::Mode::read);
+  std::string cmd = a.attr_string("/", "command_line");
+  EXPECT_NE(html.find(cmd.substr(cmd.rfind(' ') + 1)), std::string::npos);
+}
+
+TEST_F(ReportOutput, RankSummaryHoldsTheFixtureNumbers) {
+  ASSERT_EQ(status_, 0) << output_;
+  const std::string md = read_file(out_ / "tables" / "rank_summary.md");
+  const std::string tex = read_file(out_ / "tables" / "rank_summary.tex");
+  const std::string csv = read_file(out_ / "tables" / "rank_summary.csv");
+  const std::string html = read_file(out_ / "report.html");
+  EXPECT_NE(tex.find("\\toprule"), std::string::npos);
+  EXPECT_NE(tex.find("kv\\_buffer"), std::string::npos);
+  int checked = 0;
+  for (const auto& r : kRankFiles) {
+    h5::File f(fixture(r + ".h5"), h5::Mode::read);
+    for (const auto& l : f.list("/layers"))
+      for (const auto& p : f.list("/layers/" + l)) {
+        const std::string g = "/layers/" + l + "/" + p;
+        if (!f.is_dataset(g + "/rank")) continue;
+        const auto [rm, rs] = mean_std(f, g, "rank");
+        const auto [em, es] = mean_std(f, g, "effective_rank");
+        const std::string rank_cell = fmt("%.2f", rm) + " ± " + fmt("%.2f", rs);
+        const std::string eff_cell = fmt("%.2f", em) + " ± " + fmt("%.2f", es);
+        EXPECT_NE(md.find("| " + rank_cell + " | " + eff_cell + " |"), std::string::npos) << r << " " << g;
+        EXPECT_NE(tex.find(fmt("%.2f", rm) + " $\\pm$ " + fmt("%.2f", rs)), std::string::npos) << r << " " << g;
+        EXPECT_NE(html.find(rank_cell), std::string::npos) << r << " " << g;
+        // The CSV row carries the unrounded values.
+        const std::string key = p + "," + l + "," + fixture(r + ".h5") + ",";
+        const size_t at = csv.find("\n" + key);
+        ASSERT_NE(at, std::string::npos) << key;
+        std::stringstream line(csv.substr(at + 1, csv.find('\n', at + 1) - at - 1));
+        std::vector<std::string> cells;
+        for (std::string c; std::getline(line, c, ',');) cells.push_back(c);
+        ASSERT_EQ(cells.size(), 12u) << line.str();
+        EXPECT_NEAR(std::stod(cells[8]), rm, 1e-9 * std::max(1.0, rm));
+        EXPECT_NEAR(std::stod(cells[9]), rs, 1e-9 * std::max(1.0, rs));
+        EXPECT_NEAR(std::stod(cells[10]), em, 1e-9 * std::max(1.0, em));
+        EXPECT_NEAR(std::stod(cells[11]), es, 1e-9 * std::max(1.0, es));
+        ++checked;
+      }
+  }
+  EXPECT_GE(checked, 6);
+}
+
+TEST_F(ReportOutput, TableFilesHoldTheFixtureNumbers) {
+  ASSERT_EQ(status_, 0) << output_;
+  struct Check {
+    const char* table;
+    const char* column;
+    const char* format;  // the display precision of that column
+  };
+  for (const Check& c : {Check{"ablation", "top1_mean", "%.2f"}, Check{"ablation", "top1_std", "%.2f"},
+                         Check{"ablation", "kv_buffer_effective_rank", "%.2f"}, Check{"ablation", "images_per_s", "%.1f"},
+                         Check{"bench", "images_per_s", "%.1f"}, Check{"bench", "latency_median_ms", "%.2f"},
+                         Check{"bench", "peak_memory_mb", "%.1f"}, Check{"train", "test_top1", "%.2f"}}) {
+    h5::File f(fixture(std::string(c.table) + ".h5"), h5::Mode::read);
+    const auto values = f.read(std::string("/table/") + c.column).to(torch::kFloat64);
+    const std::string md = read_file(out_ / "tables" / (std::string(c.table) + ".md"));
+    const std::string tex = read_file(out_ / "tables" / (std::string(c.table) + ".tex"));
+    const std::string csv = read_file(out_ / "tables" / (std::string(c.table) + ".csv"));
+    // The CSV column, parsed back, equals the fixture exactly.
+    std::stringstream in(csv);
+    std::string header;
+    std::getline(in, header);
+    std::vector<std::string> names;
+    std::stringstream hs(header);
+    for (std::string n; std::getline(hs, n, ',');) names.push_back(n);
+    const size_t col = std::find(names.begin(), names.end(), c.column) - names.begin();
+    ASSERT_LT(col, names.size()) << c.table << " " << c.column;
+    int64_t row = 0;
+    for (std::string line; std::getline(in, line); ++row) {
+      std::vector<std::string> cells;
+      std::stringstream ls(line);
+      for (std::string cell; std::getline(ls, cell, ',');) cells.push_back(cell);
+      ASSERT_LT(row, values.numel());
+      EXPECT_EQ(std::stod(cells.at(col)), values[row].item<double>()) << c.table << " " << c.column << " row " << row;
+      const std::string shown = fmt(c.format, values[row].item<double>());
+      EXPECT_NE(md.find("| " + shown + " |"), std::string::npos) << c.table << " " << c.column << " " << shown;
+      EXPECT_NE(tex.find(shown), std::string::npos) << c.table << " " << c.column << " " << shown;
+    }
+    EXPECT_EQ(row, values.numel());
+    // Units in the headers.
+    const std::string unit = f.attr_string(std::string("/table/") + c.column, "unit");
+    if (!unit.empty()) EXPECT_NE(md.find(std::string(c.column) + " (" + unit + ")"), std::string::npos) << c.column;
+  }
+  // Text and integer columns verbatim.
+  h5::File a(fixture("ablation.h5"), h5::Mode::read);
+  const std::string md = read_file(out_ / "tables" / "ablation.md");
+  for (const auto& config : a.read_strings("/table/config")) EXPECT_NE(md.find("| " + config + " |"), std::string::npos);
+  EXPECT_NE(read_file(out_ / "tables" / "ablation.tex").find("top1\\_mean (\\%)"), std::string::npos);
+}
+
+TEST_F(ReportOutput, FigureDataHoldTheFixtureNumbers) {
+  ASSERT_EQ(status_, 0) << output_;
+  // kv_buffer_rank.dat: one block per rank file (in input order) with "x mean std" per layer holding kv_buffer.
+  const std::string dat = read_file(out_ / "figures" / "kv_buffer_rank.dat");
+  for (const auto& r : kRankFiles) {
+    h5::File f(fixture(r + ".h5"), h5::Mode::read);
+    for (const auto& l : f.list("/layers")) {
+      if (!f.exists("/layers/" + l + "/kv_buffer/rank")) continue;
+      const auto [m, s] = mean_std(f, "/layers/" + l + "/kv_buffer", "rank");
+      EXPECT_NE(dat.find(" " + fmt("%.10g", m) + " " + fmt("%.10g", s) + "\n"), std::string::npos) << r << " " << l;
+    }
+  }
+  // The slopes in the scaling legend are the fitted ones.
+  h5::File b(fixture("bench.h5"), h5::Mode::read);
+  const auto patterns = b.read_strings("/table/pattern");
+  const auto size = b.read("/table/image_size").to(torch::kFloat64);
+  const auto ips = b.read("/table/images_per_s");
+  std::vector<double> x, y;
+  for (size_t i = 0; i < patterns.size(); ++i)
+    if (patterns[i] == "RRSS") x.push_back(std::log(size[i].item<double>())), y.push_back(std::log(ips[i].item<double>()));
+  const double mx = std::accumulate(x.begin(), x.end(), 0.0) / x.size(), my = std::accumulate(y.begin(), y.end(), 0.0) / y.size();
+  double sxy = 0, sxx = 0;
+  for (size_t i = 0; i < x.size(); ++i) sxy += (x[i] - mx) * (y[i] - my), sxx += (x[i] - mx) * (x[i] - mx);
+  const std::string gp = read_file(out_ / "figures" / "bench_scaling.gp");
+  EXPECT_NE(gp.find("RRSS (slope " + fmt("%.2f", sxy / sxx) + ")"), std::string::npos) << gp;
+}
+
+TEST(ReportSlope, PowerLawGivesItsExponent) {
+  EXPECT_NEAR(report::loglog_slope({64, 128, 256, 512}, {3e6 / (64 * 64), 3e6 / (128 * 128), 3e6 / (256 * 256),
+                                                         3e6 / (512 * 512)}),
+              -2.0, 1e-12);
+  EXPECT_TRUE(std::isnan(report::loglog_slope({64}, {1.0})));
+}
+
+TEST(ReportCommand, MissingGnuplotNamesThePackage) {
+  test::TempDir tmp("rala_report");
+  int status = 0;
+  auto out = test::run_command("RALA_GNUPLOT=" + (tmp.path / "no-gnuplot").string() + " " +
+                                   report_cmd(fixture("ravlt_micro_RRSS.h5") + " --out " + (tmp.path / "r").string()),
+                               &status);
+  EXPECT_NE(status, 0);
+  EXPECT_NE(out.find("rala: error: gnuplot not found"), std::string::npos) << out;
+  EXPECT_NE(out.find("gnuplot-nox"), std::string::npos) << out;
+  EXPECT_FALSE(fs::exists(tmp.path / "r" / "report.html"));
+  // A PATH without gnuplot.
+  fs::create_directories(tmp.path / "bin");
+  out = test::run_command("env PATH=" + (tmp.path / "bin").string() + " " +
+                              report_cmd(fixture("ravlt_micro_RRSS.h5") + " --out " + (tmp.path / "r").string()),
+                          &status);
+  EXPECT_NE(status, 0);
+  EXPECT_NE(out.find("gnuplot not found on PATH"), std::string::npos) << out;
+  EXPECT_NE(out.find("gnuplot-nox"), std::string::npos) << out;
+}
+
+TEST(ReportCommand, AnInputThatIsNotAResultsFileIsNamed) {
+  test::TempDir tmp("rala_report");
+  const auto text = tmp.path / "notes.txt";
+  { std::ofstream(text) << "not hdf5\n"; }
+  const auto other = tmp.path / "other.h5";
+  h5::write_tensor(other.string(), "/weights", torch::ones({3}));
+  for (const auto& bad : {text, other, tmp.path / "missing.h5"}) {
+    int status = 0;
+    auto out = test::run_command(
+        report_cmd(fixture("ravlt_micro_RRSS.h5") + " " + bad.string() + " --out " + (tmp.path / "r").string()),
+        &status);
+    EXPECT_NE(status, 0) << bad;
+    EXPECT_NE(out.find("rala: error: input '" + bad.string() + "'"), std::string::npos) << out;
+    EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;  // one line
+    EXPECT_FALSE(fs::exists(tmp.path / "r")) << "nothing is written before the inputs are known to be good";
+  }
+}
+
+TEST(ReportCommand, ReusesAnExistingDirectoryAndKeepsOtherFiles) {
+  test::TempDir tmp("rala_report");
+  const auto out = tmp.path / "r";
+  fs::create_directories(out / "figures");
+  { std::ofstream(out / "notes.txt") << "mine"; }
+  { std::ofstream(out / "figures" / "sketch.gp") << "plot x"; }
+  int status = 0;
+  for (int run = 0; run < 2; ++run) {
+    auto o = test::run_command(
+        report_cmd(fixture("ravlt_micro_LLSS.h5") + " --out " + out.string() + " --format svg --quiet"), &status);
+    ASSERT_EQ(status, 0) << o;
+  }
+  EXPECT_EQ(read_file(out / "notes.txt"), "mine");
+  EXPECT_EQ(read_file(out / "figures" / "sketch.gp"), "plot x");
+  EXPECT_TRUE(fs::exists(out / "report.html"));
+  EXPECT_TRUE(fs::exists(out / "figures" / "kv_buffer_rank.svg"));
+  EXPECT_FALSE(fs::exists(out / "figures" / "kv_buffer_rank.png")) << "only the requested formats";
+  for (const auto& e : fs::recursive_directory_iterator(out))
+    EXPECT_EQ(e.path().string().find(".partial"), std::string::npos) << e.path();
+}
+
+TEST(ReportCommand, MissingDataIsSkippedWithANote) {
+  test::TempDir tmp("rala_report");
+  int status = 0;
+  auto out = test::run_command(
+      report_cmd(fixture("bench.h5") + " --out " + (tmp.path / "r").string() + " --format png"), &status);
+  ASSERT_EQ(status, 0) << out;
+  EXPECT_NE(out.find("skipped rank figures"), std::string::npos) << out;
+  EXPECT_NE(out.find("no ablation table"), std::string::npos) << out;
+  const std::string html = read_file(tmp.path / "r" / "report.html");
+  EXPECT_NE(html.find("no ablation table"), std::string::npos);
+  EXPECT_TRUE(fs::exists(tmp.path / "r" / "figures" / "bench_scaling.png"));
+  EXPECT_FALSE(fs::exists(tmp.path / "r" / "figures" / "kv_buffer_rank.png"));
+  EXPECT_NE(html.find("<img"), std::string::npos) << "PNG embedded when no SVG was asked for";
+}
+
+TEST(ReportCommand, LayerProbeAndFormatAreChecked) {
+  test::TempDir tmp("rala_report");
+  const std::string base = fixture("ravlt_micro_RRSS.h5") + " --out " + (tmp.path / "r").string();
+  int status = 0;
+  auto out = test::run_command(report_cmd(base + " --layer 9.9"), &status);
+  EXPECT_NE(status, 0);
+  EXPECT_NE(out.find("--layer 9.9 is in none of the rank files (layers: 0.0"), std::string::npos) << out;
+  out = test::run_command(report_cmd(base + " --probe kv"), &status);
+  EXPECT_NE(status, 0);
+  EXPECT_NE(out.find("--probe kv is in none of the rank files (probes: "), std::string::npos) << out;
+  out = test::run_command(report_cmd(base + " --format png,jpg"), &status);
+  EXPECT_NE(status, 0);
+  EXPECT_NE(out.find("unknown figure format 'jpg'"), std::string::npos) << out;
+  // A chosen layer and probe name the spectrum figure.
+  out = test::run_command(report_cmd(base + " --layer 1.0 --probe output --format svg --quiet"), &status);
+  ASSERT_EQ(status, 0) << out;
+  EXPECT_TRUE(fs::exists(tmp.path / "r" / "figures" / "spectrum_output_1.0.svg"));
+  EXPECT_TRUE(fs::exists(tmp.path / "r" / "figures" / "heads_output.svg"));
+}
+
+}  // namespace
+}  // namespace rala
