@@ -101,7 +101,7 @@ FigureSpec grouped_bars(const std::string& name, const std::string& title, const
     data << "\n\n";
     plot << (first ? "" : ", \\\n     ") << "datafile index " << index << " using 1:2 with boxes fs solid "
          << (se.light ? "0.35" : "0.85") << " lc rgb \"" << se.color << "\" title " << gp_text(se.title)
-         << ", \\\n     datafile index " << index << " using 1:2:3 with yerrorbars lc rgb \"#222222\" pt 0 notitle";
+         << ", \\\n     datafile index " << index << " using 1:($2-$3):(0):(2*$3) with vectors heads size screen 0.006,90 lw 1.2 lc rgb \"#222222\" notitle";
     first = false;
     ++index;
   }
@@ -416,12 +416,13 @@ std::optional<FigureSpec> ablation_figure(const InputFile& input, const std::str
   s.caption = "One point per configuration of " + input.path +
               ": top-1 (mean over seeds, error bars: std) against the kv_buffer effective rank (mean over the "
               "linear-attention layers).";
+  s.data = data.str();
   const std::string unit = column_unit(t, "top1_mean");
   std::ostringstream sc;
   sc << "set title " << gp_text(s.title) << "\n"
      << "set xlabel \"mean kv\\\\_buffer effective rank\"\n"
      << "set ylabel " << gp_text("top-1 accuracy" + (unit.empty() ? "" : " (" + unit + ")")) << "\n"
-     << "set grid lc rgb \"#dddddd\"\nset offsets graph 0.1, graph 0.25, graph 0.1, graph 0.1\nunset key\n"
+     << "set grid lc rgb \"#dddddd\"\nset offsets graph 0.1, graph 0.3, graph 0.15, graph 0.1\nunset key\n"
      << "plot datafile using 1:2:3 with yerrorbars pt 7 ps 1.3 lc rgb \"" << color(0) << "\", \\\n"
      << "     datafile using 1:2:4 with labels left offset 1,0.6 noenhanced\n";
   s.script = sc.str();
@@ -503,9 +504,19 @@ std::optional<FigureSpec> scaling_figure(const InputFile& input, const std::stri
               (used.size() > 1 ? " (and the other settings that vary)" : "") +
               "; legend: least-squares slope of log y on log x.";
   s.data = data.str();
+  std::set<double> xs;
+  for (int64_t r = 0; r < t.rows(); ++r)
+    if (value_at(t, xcol, r) > 0) xs.insert(value_at(t, xcol, r));
   std::ostringstream sc;
   sc << "set logscale xy\nset grid lc rgb \"#dddddd\"\nset key top left box opaque\n"
      << "set xlabel " << gp_text(xlabel) << "\n";
+  if (!xs.empty()) sc << "set xrange [" << num(*xs.begin() / 1.25) << ":" << num(*xs.rbegin() * 1.25) << "]\n";
+  if (!xs.empty() && xs.size() <= 10) {
+    sc << "set xtics (";
+    bool first_tic = true;
+    for (double v : xs) sc << (first_tic ? "" : ", ") << num(v), first_tic = false;
+    sc << ")\n";
+  }
   if (has_mem) sc << "set multiplot layout 1,2 title " << gp_text(s.title) << "\n";
   else sc << "set title " << gp_text(s.title) << "\n";
   sc << "set ylabel " << gp_text(y1label) << "\n"

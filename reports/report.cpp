@@ -156,8 +156,8 @@ std::string html_page(const ReportResult& r, const std::vector<InputFile>& input
     else
       h << "<p><a href=\"figures/" << f.file("pdf") << "\">" << f.file("pdf") << "</a></p>\n";
     h << "<figcaption>" << html_escape(f.caption) << "</figcaption>\n</figure>\n<p class=\"files\">Files: ";
-    for (const auto& fmt : f.formats) h << "<a href=\"figures/" << f.file(fmt) << "\">" << f.file(fmt) << "</a>";
-    h << "<a href=\"figures/" << f.name << ".gp\">" << f.name << ".gp</a><a href=\"figures/" << f.name << ".dat\">"
+    for (const auto& fmt : f.formats) h << "<a href=\"figures/" << f.file(fmt) << "\">" << f.file(fmt) << "</a>\n";
+    h << "<a href=\"figures/" << f.name << ".gp\">" << f.name << ".gp</a>\n<a href=\"figures/" << f.name << ".dat\">"
       << f.name << ".dat</a></p>\n</section>\n";
   }
   if (!r.notes.empty()) {
@@ -172,7 +172,7 @@ std::string html_page(const ReportResult& r, const std::vector<InputFile>& input
     h << "<section id=\"table-" << t.name << "\">\n<div class=\"scroll\">\n" << to_html(t) << "</div>\n"
       << "<p class=\"files\">Files: ";
     for (const char* ext : {"md", "tex", "csv"})
-      h << "<a href=\"tables/" << t.name << "." << ext << "\">" << t.name << "." << ext << "</a>";
+      h << "<a href=\"tables/" << t.name << "." << ext << "\">" << t.name << "." << ext << "</a>\n";
     h << "</p>\n</section>\n";
   }
 

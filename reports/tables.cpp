@@ -160,15 +160,10 @@ std::string format_cell(double v, const std::string& column, const std::string& 
   else if (unit == "s" || column == "seconds")
     decimals = 1;
   if (decimals >= 0) return fixed(v, decimals);
-  // 4 significant digits, without an exponent for ordinary magnitudes.
-  const double a = std::fabs(v);
-  if (a == 0) return "0";
-  if (a >= 1e-3 && a < 1e7) {
-    const int digits = static_cast<int>(std::floor(std::log10(a))) + 1;  // digits before the point
-    return fixed(v, std::max(0, 4 - digits));
-  }
+  // 4 significant digits (exponent only below 1e-4); whole numbers from 10^4 on.
+  if (std::fabs(v) >= 1e4) return fixed(v, 0);
   char buf[64];
-  std::snprintf(buf, sizeof buf, "%.3e", v);
+  std::snprintf(buf, sizeof buf, "%.4g", v);
   return buf;
 }
 

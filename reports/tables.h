@@ -36,7 +36,8 @@ ReportTable rank_summary_table(const std::vector<InputFile>& inputs);
 ReportTable display_table(const InputFile& input, const std::string& name);
 
 /// A number as shown in a table column called `column` with unit `unit`: "%", ms and rank columns 2 decimals; MB,
-/// images/s, GFLOP/s and s 1; ratios 3; otherwise (GMACs, lr, losses, …) 4 significant digits; "–" for NaN.
+/// images/s, GFLOP/s and s 1; ratios 3; otherwise (GMACs, lr, losses, …) 4 significant
+/// digits (%.4g), whole numbers from 10^4 on; "–" for NaN.
 std::string format_cell(double value, const std::string& column, const std::string& unit);
 
 std::string to_markdown(const ReportTable& t);

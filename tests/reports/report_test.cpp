@@ -228,7 +228,9 @@ TEST_F(ReportOutput, TableFilesHoldTheFixtureNumbers) {
     EXPECT_EQ(row, values.numel());
     // Units in the headers.
     const std::string unit = f.attr_string(std::string("/table/") + c.column, "unit");
-    if (!unit.empty()) EXPECT_NE(md.find(std::string(c.column) + " (" + unit + ")"), std::string::npos) << c.column;
+    if (!unit.empty()) {
+      EXPECT_NE(md.find(std::string(c.column) + " (" + unit + ")"), std::string::npos) << c.column;
+    }
   }
   // Text and integer columns verbatim.
   h5::File a(fixture("ablation.h5"), h5::Mode::read);
