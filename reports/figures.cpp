@@ -238,13 +238,14 @@ std::optional<FigureSpec> spectrum_figure(const std::vector<InputFile>& inputs, 
   data << "# " << s.title << "\n";
   int index = 0;
   bool clamped = false;
-  std::string shape;
+  size_t max_k = 1;
   for (size_t j = 0; j < files.size(); ++j) {
     const ProbeData* p = find_probe(*files[j], layer, probe);
     if (!p) continue;
     const auto rows = normalised_spectra(*files[j], *p);
     if (rows.empty()) continue;
     const size_t k = rows[0].size();
+    max_k = std::max(max_k, k);
     data << "# " << files[j]->label << " (" << rows.size() << " matrices)\n# i median q25 q75\n";
     for (size_t i = 0; i < k; ++i) {
       std::vector<double> v;
@@ -275,7 +276,8 @@ std::optional<FigureSpec> spectrum_figure(const std::vector<InputFile>& inputs, 
   sc << "set title " << gp_text(s.title) << "\n"
      << "set logscale y\nset format y \"10^{%L}\"\n"
      << "set xlabel \"index i\"\nset ylabel \"σ_i / σ_1\"\n"
-     << "set grid lc rgb \"#dddddd\"\nset key outside right top\nset xrange [1:*]\n"
+     << "set grid lc rgb \"#dddddd\"\nset key outside right top\n"
+     << "set xrange [1:" << std::max<size_t>(max_k, 2) << "]\n"
      << "plot " << plot.str() << "\n";
   s.script = sc.str();
   return s;
