@@ -196,7 +196,7 @@ std::optional<FigureSpec> kv_buffer_rank_figure(const std::vector<InputFile>& in
     series.push_back(std::move(se));
   }
   return grouped_bars("kv_buffer_rank", "Numerical rank of the KV buffer per layer",
-                      "Numerical rank of each head's d×d kv_buffer, mean over images and heads; error bars: standard "
+                      "Numerical rank of each head's kv_buffer (d×d; cosFormer 4d×d), mean over images and heads; error bars: standard "
                       "deviation; dashed: the bound d (head dimension). Layers without a KV buffer (softmax) have no "
                       "bar.",
                       "numerical rank of kv_buffer", groups, bounds, "bound d (head dim)", series);

@@ -15,7 +15,8 @@
 #include <sstream>
 
 #include "analysis/h5_store.h"
-#include "reports/figures.h"
+#include "analysis/results_table.h"
+#include "reports/report.h"
 #include "tests/test_util.h"
 
 namespace rala {
@@ -293,6 +294,16 @@ TEST(ReportCommand, MissingGnuplotNamesThePackage) {
   EXPECT_NE(out.find("gnuplot-nox"), std::string::npos) << out;
 }
 
+/// The message make_report throws for `options` ("" when it does not throw).
+std::string error_of(const report::ReportOptions& options) {
+  try {
+    report::make_report(options);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
 TEST(ReportCommand, AnInputThatIsNotAResultsFileIsNamed) {
   test::TempDir tmp("rala_report");
   const auto text = tmp.path / "notes.txt";
@@ -300,15 +311,24 @@ TEST(ReportCommand, AnInputThatIsNotAResultsFileIsNamed) {
   const auto other = tmp.path / "other.h5";
   h5::write_tensor(other.string(), "/weights", torch::ones({3}));
   for (const auto& bad : {text, other, tmp.path / "missing.h5"}) {
-    int status = 0;
-    auto out = test::run_command(
-        report_cmd(fixture("ravlt_micro_RRSS.h5") + " " + bad.string() + " --out " + (tmp.path / "r").string()),
-        &status);
-    EXPECT_NE(status, 0) << bad;
-    EXPECT_NE(out.find("rala: error: input '" + bad.string() + "'"), std::string::npos) << out;
-    EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;  // one line
+    report::ReportOptions o;
+    o.inputs = {fixture("ravlt_micro_RRSS.h5"), bad.string()};
+    o.out = (tmp.path / "r").string();
+    const std::string e = error_of(o);
+    EXPECT_EQ(e.rfind("input '" + bad.string() + "'", 0), 0u) << e;
+    if (bad != tmp.path / "missing.h5") {
+      EXPECT_NE(e.find("is not a results file"), std::string::npos) << e;
+    }
     EXPECT_FALSE(fs::exists(tmp.path / "r")) << "nothing is written before the inputs are known to be good";
   }
+  // As a user sees it: one line, naming the file.
+  int status = 0;
+  auto out = test::run_command(
+      report_cmd(fixture("ravlt_micro_RRSS.h5") + " " + text.string() + " --out " + (tmp.path / "r").string()), &status);
+  EXPECT_NE(status, 0);
+  EXPECT_EQ(out, "rala: error: input '" + text.string() +
+                     "' is not a results file: not an HDF5 file; expected an HDF5 results file written by rala (a rank "
+                     "file with /layers, or a table file with /table)\n");
 }
 
 TEST(ReportCommand, ReusesAnExistingDirectoryAndKeepsOtherFiles) {
@@ -349,22 +369,69 @@ TEST(ReportCommand, MissingDataIsSkippedWithANote) {
 
 TEST(ReportCommand, LayerProbeAndFormatAreChecked) {
   test::TempDir tmp("rala_report");
-  const std::string base = fixture("ravlt_micro_RRSS.h5") + " --out " + (tmp.path / "r").string();
+  report::ReportOptions o;
+  o.inputs = {fixture("ravlt_micro_RRSS.h5")};
+  o.out = (tmp.path / "r").string();
+  o.quiet = true;
+  o.layer = "9.9";
+  EXPECT_NE(error_of(o).find("--layer 9.9 is in none of the rank files (layers: 0.0, 1.0, 2.0, 2.1, 3.0)"),
+            std::string::npos)
+      << error_of(o);
+  o.layer = "";
+  o.probe = "kv";
+  EXPECT_NE(error_of(o).find("--probe kv is in none of the rank files (probes: kv_buffer, output, output_gated)"),
+            std::string::npos)
+      << error_of(o);
+  EXPECT_FALSE(fs::exists(tmp.path / "r"));
+  try {
+    report::parse_formats("png,jpg");
+    ADD_FAILURE() << "jpg accepted";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("unknown figure format 'jpg'"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(report::parse_formats("pdf,png,pdf"), (std::vector<std::string>{"pdf", "png"}));
+  // A chosen layer and probe name the spectrum figure (through the command line).
   int status = 0;
-  auto out = test::run_command(report_cmd(base + " --layer 9.9"), &status);
-  EXPECT_NE(status, 0);
-  EXPECT_NE(out.find("--layer 9.9 is in none of the rank files (layers: 0.0"), std::string::npos) << out;
-  out = test::run_command(report_cmd(base + " --probe kv"), &status);
-  EXPECT_NE(status, 0);
-  EXPECT_NE(out.find("--probe kv is in none of the rank files (probes: "), std::string::npos) << out;
-  out = test::run_command(report_cmd(base + " --format png,jpg"), &status);
-  EXPECT_NE(status, 0);
-  EXPECT_NE(out.find("unknown figure format 'jpg'"), std::string::npos) << out;
-  // A chosen layer and probe name the spectrum figure.
-  out = test::run_command(report_cmd(base + " --layer 1.0 --probe output --format svg --quiet"), &status);
+  auto out = test::run_command(
+      report_cmd(fixture("ravlt_micro_RRSS.h5") + " --out " + o.out + " --layer 1.0 --probe output --format svg --quiet"),
+      &status);
   ASSERT_EQ(status, 0) << out;
   EXPECT_TRUE(fs::exists(tmp.path / "r" / "figures" / "spectrum_output_1.0.svg"));
   EXPECT_TRUE(fs::exists(tmp.path / "r" / "figures" / "heads_output.svg"));
+}
+
+TEST(ReportCommand, AttentionBenchTableGivesTimeAndMemoryVsTokens) {
+  // A bench_attention table as `rala bench` writes it (the toolkit's table writer), made here.
+  test::TempDir tmp("rala_report");
+  ResultsTable t;
+  t.add_column("variant", ColumnKind::text)
+      .add_column("tokens", ColumnKind::integer)
+      .add_column("channels", ColumnKind::integer)
+      .add_column("time_ms", ColumnKind::number, "ms")
+      .add_column("peak_memory_mb", ColumnKind::number, "MB");
+  const std::vector<int64_t> tokens = {196, 784, 3136};
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const double n = static_cast<double>(tokens[i]);
+    t.add_row({{"variant", std::string("softmax")}, {"tokens", tokens[i]}, {"channels", int64_t{64}},
+               {"time_ms", 1e-4 * n * n}, {"peak_memory_mb", 1e-5 * n * n}});
+    t.add_row({{"variant", std::string("rala")}, {"tokens", tokens[i]}, {"channels", int64_t{64}},
+               {"time_ms", 1e-2 * n}, {"peak_memory_mb", 1e-3 * n}});
+  }
+  const auto file = (tmp.path / "attention.h5").string();
+  write_table_files(t, file, [](h5::File& f) { f.set_attr("/", "table_kind", "bench_attention"); });
+  report::ReportOptions o;
+  o.inputs = {file};
+  o.out = (tmp.path / "r").string();
+  o.formats = {"svg"};
+  o.quiet = true;
+  const auto r = report::make_report(o);
+  ASSERT_EQ(r.figures.size(), 1u);
+  EXPECT_EQ(r.figures[0].name, "bench_attention_scaling");
+  const std::string gp = read_file(tmp.path / "r" / "figures" / "bench_attention_scaling.gp");
+  EXPECT_NE(gp.find("softmax (slope 2.00)"), std::string::npos) << gp;  // time and memory both ∝ N²
+  EXPECT_NE(gp.find("rala (slope 1.00)"), std::string::npos) << gp;
+  EXPECT_NE(gp.find("tokens N"), std::string::npos);
+  EXPECT_TRUE(fs::exists(tmp.path / "r" / "tables" / "bench_attention.tex"));
 }
 
 }  // namespace
