@@ -252,6 +252,23 @@ TEST_F(ReportOutput, FigureDataHoldTheFixtureNumbers) {
       EXPECT_NE(dat.find(" " + fmt("%.10g", m) + " " + fmt("%.10g", s) + "\n"), std::string::npos) << r << " " << l;
     }
   }
+  // Heat map cells: the effective rank of each head, averaged over images (rows "head layer_index value ...").
+  for (const auto& r : kRankFiles) {
+    h5::File f(fixture(r + ".h5"), h5::Mode::read);
+    const std::string heat = read_file(out_ / "figures" / ("heads_kv_buffer_" + r + ".dat"));
+    int64_t row = 0;
+    for (const auto& l : f.list("/layers")) {  // "0.0" < "1.0" < ...: the file's (stage, block) order
+      if (!f.exists("/layers/" + l + "/kv_buffer/effective_rank")) continue;
+      const auto e = f.read("/layers/" + l + "/kv_buffer/effective_rank").mean(0);  // (heads)
+      for (int64_t h = 0; h < e.size(0); ++h)
+        EXPECT_NE(heat.find("\n" + std::to_string(h) + " " + std::to_string(row) + " " +
+                            fmt("%.10g", e[h].item<double>()) + " "),
+                  std::string::npos)
+            << r << " " << l << " head " << h << "\n" << heat;
+      ++row;
+    }
+    EXPECT_GE(row, 2);
+  }
   // The slopes in the scaling legend are the fitted ones.
   h5::File b(fixture("bench.h5"), h5::Mode::read);
   const auto patterns = b.read_strings("/table/pattern");
@@ -265,6 +282,27 @@ TEST_F(ReportOutput, FigureDataHoldTheFixtureNumbers) {
   for (size_t i = 0; i < x.size(); ++i) sxy += (x[i] - mx) * (y[i] - my), sxx += (x[i] - mx) * (x[i] - mx);
   const std::string gp = read_file(out_ / "figures" / "bench_scaling.gp");
   EXPECT_NE(gp.find("RRSS (slope " + fmt("%.2f", sxy / sxx) + ")"), std::string::npos) << gp;
+}
+
+TEST(ReportTables, DisplayPrecisionAndEscaping) {
+  EXPECT_EQ(report::format_cell(78.4249, "top1_mean", "%"), "78.42");
+  EXPECT_EQ(report::format_cell(412.46, "images_per_s", "images/s"), "412.5");
+  EXPECT_EQ(report::format_cell(0.0312, "gmacs", "GMACs"), "0.0312");
+  EXPECT_EQ(report::format_cell(123456.7, "params", ""), "123457");
+  EXPECT_EQ(report::format_cell(std::nan(""), "top1_std", "%"), "–");
+  report::ReportTable t;
+  t.title = "t";
+  t.header = {"top1_mean (%)", "config"};
+  t.numeric = {true, false};
+  t.rows = {{"1.00 ± 0.50", "a_b & c|d"}};
+  const std::string tex = report::to_latex(t);
+  EXPECT_NE(tex.find("top1\\_mean (\\%) & config \\\\"), std::string::npos) << tex;
+  EXPECT_NE(tex.find("1.00 $\\pm$ 0.50 & a\\_b \\& c|d \\\\"), std::string::npos) << tex;
+  EXPECT_NE(tex.find("\\begin{tabular}{rl}"), std::string::npos) << tex;
+  const std::string md = report::to_markdown(t);
+  EXPECT_NE(md.find("| 1.00 ± 0.50 | a_b & c\\|d |"), std::string::npos) << md;
+  EXPECT_NE(md.find("|---:|---|"), std::string::npos) << md;
+  EXPECT_NE(report::to_html(t).find("<td>a_b &amp; c|d</td>"), std::string::npos);
 }
 
 TEST(ReportSlope, PowerLawGivesItsExponent) {
