@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 #include <set>
 #include <stdexcept>
 
@@ -21,7 +22,7 @@ std::string format_double(double v) {
   return buf;
 }
 
-/// Any root attribute as text: strings as they are, numbers and vectors of numbers joined by " × "... by ", ".
+/// Any root attribute as text: strings as they are, numbers and vectors of numbers joined by ", ".
 std::string attr_text(const h5::File& f, const std::string& name) {
   try {
     return f.attr_string("/", name);
