@@ -122,6 +122,18 @@ TEST_F(ReportOutput, EveryFigureExistsInEveryFormatAndIsValid) {
   }
 }
 
+TEST_F(ReportOutput, ScriptsReRenderAsTheHeaderSays) {
+  ASSERT_EQ(status_, 0) << output_;
+  const fs::path dir = out_ / "figures";
+  const std::string gp = read_file(dir / "gate_rank.gp");
+  EXPECT_NE(gp.find("datafile = \"gate_rank.dat\""), std::string::npos);
+  int status = 0;
+  auto out = test::run_command("cd " + dir.string() + " && gnuplot -e \"fmt='svg'; out='restyled.svg'\" gate_rank.gp",
+                               &status);
+  ASSERT_EQ(status, 0) << out;
+  EXPECT_EQ(read_file(dir / "restyled.svg"), read_file(dir / "gate_rank.svg"));  // same script, same data
+}
+
 TEST_F(ReportOutput, HtmlAndMarkdownReferenceEveryFigure) {
   ASSERT_EQ(status_, 0) << output_;
   const std::string html = read_file(out_ / "report.html");
