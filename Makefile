@@ -14,8 +14,13 @@ configure: deps
 build: configure
 	cmake --build $(BUILD) -j $(JOBS)
 
+DEMO_OUT ?= demo-out
+
+# The main job on data that ships with the system: quick ablation on Fashion-MNIST, RAVLT-T rank analysis at 224² on
+# Debian's skimage photographs, report.
 demo: build
-	$(BUILD)/rala info
+	bash scripts/fetch-photos.sh data/photos
+	$(BUILD)/rala demo --out $(DEMO_OUT) --photos data/photos
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

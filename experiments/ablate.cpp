@@ -59,18 +59,18 @@ AblationPreset ablation_preset(const std::string& name) {
   p.train.clip_grad = 5.0;
   if (name == "quick") {
     p.configs = standard_ablation_configs();
-    p.train.train_limit = 2048;
-    p.train.test_limit = 1000;
-    p.train.epochs = 2;
+    p.train.train_limit = 6144;
+    p.train.test_limit = 2000;
+    p.train.epochs = 3;
     p.train.warmup_epochs = 0.5;
     p.rank_images = 64;
     p.seeds = 1;
   } else if (name == "full") {
     p.configs = standard_ablation_configs();
-    p.train.train_limit = -1;
-    p.train.test_limit = -1;
-    p.train.epochs = 5;
-    p.train.ema_decay = 0.999;
+    p.train.train_limit = 12288;
+    p.train.test_limit = 5000;
+    p.train.epochs = 4;
+    p.train.warmup_epochs = 0.5;
     p.rank_images = 256;
     p.seeds = 3;
   } else if (name == "tiny") {

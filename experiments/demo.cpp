@@ -9,6 +9,8 @@
 
 #include "experiments/ablate.h"
 #include "experiments/rank.h"
+#include "experiments/runtime.h"
+#include "reports/report.h"
 
 namespace rala {
 
@@ -61,12 +63,25 @@ void add_demo_command(CLI::App& app) {
       summaries.push_back(run_rank(ra, p, rank_files.back()));
     }
 
-    // 3. Summary.
+    // 3. Report: ablation table, trained micro-model rank files of seed 0, RAVLT-T rank files, one training curve.
+    std::cerr << "[demo 3/3] report (" << static_cast<int64_t>(elapsed()) << " s so far)\n";
+    report::ReportOptions ro;
+    const fs::path ablation_dir = fs::path(a->out) / "ablation";
+    ro.inputs.push_back((ablation_dir / "ablation.h5").string());
+    ro.inputs.insert(ro.inputs.end(), rank_files.begin(), rank_files.end());
+    ro.inputs.push_back((ablation_dir / "runs" / "RRSS_seed0" / "metrics.h5").string());
+    ro.out = (fs::path(a->out) / "report").string();
+    ro.command_line = command_line();
+    ro.quiet = a->quiet;
+    const auto report = report::make_report(ro);
+
+    // 4. Summary.
     std::cout << "\n## Ablation (" << preset.description << ")\n\n";
     print_ablation_table(std::cout, table);
     std::cout << "\n## RAVLT-T at 224x224, random weights, photographs in " << a->photos << "\n";
     print_rank_table(std::cout, patterns, summaries);
-    std::cout << "\ndemo finished in " << static_cast<int64_t>(elapsed()) << " s; results in " << a->out << "\n";
+    std::cout << "\ndemo finished in " << static_cast<int64_t>(elapsed()) << " s; results in " << a->out << "\n"
+              << "report: " << fs::absolute(report.html).string() << "\n";
   });
 }
 
