@@ -32,7 +32,13 @@ RopeTables cached_rope_tables(int64_t head_dim, int64_t height, int64_t width, c
   Key key{head_dim, height, width, static_cast<int>(c10::typeMetaToScalarType(options.dtype())), options.device().str()};
   std::lock_guard<std::mutex> lock(mutex);
   auto it = cache.find(key);
-  if (it == cache.end()) it = cache.emplace(key, rope_tables(head_dim, height, width, options)).first;
+  if (it == cache.end()) {
+    // Built as normal tensors even when the first caller runs under c10::InferenceMode: an inference tensor in the
+    // cache could not be saved for backward by a later training forward.
+    c10::InferenceMode not_inference(false);
+    torch::NoGradGuard no_grad;
+    it = cache.emplace(key, rope_tables(head_dim, height, width, options)).first;
+  }
   return it->second;
 }
 
