@@ -185,6 +185,31 @@ TEST(Bench, ModelConfigurationOverTheMemoryLimitIsSkipped) {
   EXPECT_GT(t.column("gmacs").numbers[0], 0);
 }
 
+// bf16 on the golden micro model (official weights, pattern RRSS): the deviation of its logits from the golden fp32
+// logits, printed for the README. The bound is a sanity bound only (bf16 keeps 8 significant bits, u = 2^-9 ≈ 0.2 %;
+// a broken bf16 path — NaN, a wrong layout or a dropped branch — is off by far more than 10 % of the logit scale).
+TEST(Bench, Bf16LogitsOfTheGoldenMicroModel) {
+  const std::string file = "ravlt_micro_rrss.h5";
+  Ravlt model(ravlt_micro().attn_pattern("RRSS"));
+  test::load_state(*model, file);
+  model->eval();
+  auto x = test::golden(file, "input").to(torch::kFloat32);
+  auto ref = test::golden(file, "logits").to(torch::kFloat64);
+  torch::NoGradGuard no_grad;
+  auto fp32 = model->forward(x).to(torch::kFloat64);
+  model->to(torch::kBFloat16);
+  auto bf16 = model->forward(x.to(torch::kBFloat16)).to(torch::kFloat64);
+  const double scale = ref.abs().max().item<double>();
+  const double dev32 = test::max_abs_err(fp32, ref) / scale, dev16 = test::max_abs_err(bf16, ref) / scale;
+  const double top1 = (bf16.argmax(-1) == ref.argmax(-1)).to(torch::kFloat64).mean().item<double>();
+  std::printf("golden micro RRSS: max|logit error|/max|logit| fp32 %.2e, bf16 %.2e; bf16 top-1 agreement %.0f %%\n",
+              dev32, dev16, 100 * top1);
+  EXPECT_LE(dev32, 1e-5);
+  EXPECT_TRUE(std::isfinite(dev16));
+  EXPECT_GT(dev16, dev32);  // bf16 really ran in bf16
+  EXPECT_LT(dev16, 0.1);
+}
+
 // Bad input: non-zero exit and exactly one line naming the value and what is expected.
 void expect_one_line_error(const std::string& args, const std::string& needle) {
   int status = 0;
