@@ -96,12 +96,16 @@ std::vector<Spectrum> singular_values_batched(const torch::Tensor& matrices) {
     return out;
   }
   const bool reduce = std::max(m, n) > 2 * std::min(m, n);
-  if (reduce) {
-    if (m < n) work = work.transpose(1, 2);                                    // σ(A) = σ(Aᵀ): make them tall
-    work = std::get<1>(torch::linalg_qr(work, "r")).contiguous();              // (K, min, min) upper triangular
-  }
-  // LAPACK's divide-and-conquer SVD (gesdd, values only) on the whole stack at once.
-  auto values = torch::linalg_svdvals(work).contiguous();  // (K, min(m, n)) descending
+  if (reduce && m < n) work = work.transpose(1, 2);  // σ(A) = σ(Aᵀ): make them tall
+  auto values = torch::empty({K, std::min(m, n)}, torch::kFloat64);
+  // LAPACK works matrix by matrix (one thread each here: OpenBLAS runs single-threaded inside LibTorch's threads), so
+  // the stack is split over LibTorch's threads; every matrix still gets exactly the same LAPACK calls.
+  at::parallel_for(0, K, 1, [&](int64_t begin, int64_t end) {
+    auto part = work.slice(0, begin, end);
+    if (reduce) part = std::get<1>(torch::linalg_qr(part, "r")).contiguous();  // (k, min, min) upper triangular
+    // LAPACK's divide-and-conquer SVD (gesdd, values only).
+    values.slice(0, begin, end).copy_(torch::linalg_svdvals(part));  // (k, min(m, n)) descending
+  });
   const int64_t k = values.size(1);
   const double* v = values.data_ptr<double>();
   for (int64_t i = 0; i < K; ++i) {

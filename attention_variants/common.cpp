@@ -26,8 +26,9 @@ torch::Tensor split_heads(const torch::Tensor& map, int64_t c0, int64_t channels
 
 torch::Tensor merge_heads(const torch::Tensor& y, int64_t height, int64_t width) {
   const int64_t B = y.size(0), h = y.size(1), d = y.size(3);
-  // (B, h, N, d) → (B, h, d, N) → (B, C, H, W)
-  return y.transpose(-1, -2).reshape({B, h * d, height, width});
+  // (B, h, N, d) → (B, N, h, d) → (B, H, W, C), viewed as (B, C, H, W) in channels-last memory: the token layout
+  // the RAVLT harness runs in (no copy at all for one head; one copy otherwise, as before).
+  return y.permute({0, 2, 1, 3}).reshape({B, height, width, h * d}).permute({0, 3, 1, 2});
 }
 
 torch::Tensor elu_feature(const torch::Tensor& x) { return torch::elu(x) + 1.0; }

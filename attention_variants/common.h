@@ -16,7 +16,7 @@ void check_head_split(int64_t dim, int64_t heads, const char* variant_name);
 /// Channels [c0, c0 + C) of a (B, *, H, W) map viewed as heads: (B, h, N, d), token l = row·W + col,
 /// channel c0 + n·d + i → head n, feature i (the official 'b (n d) h w -> b n (h w) d'). A strided view, no copy.
 torch::Tensor split_heads(const torch::Tensor& map, int64_t c0, int64_t channels, int64_t heads);
-/// (B, h, N, d) → (B, h·d, H, W), inverse of split_heads.
+/// (B, h, N, d) → (B, h·d, H, W), inverse of split_heads; the result is in channels-last memory (token-major).
 torch::Tensor merge_heads(const torch::Tensor& y, int64_t height, int64_t width);
 
 /// elu(x) + 1 (Katharopoulos feature map).

@@ -32,7 +32,13 @@ RopeTables cached_rope_tables(int64_t head_dim, int64_t height, int64_t width, c
   Key key{head_dim, height, width, static_cast<int>(c10::typeMetaToScalarType(options.dtype())), options.device().str()};
   std::lock_guard<std::mutex> lock(mutex);
   auto it = cache.find(key);
-  if (it == cache.end()) it = cache.emplace(key, rope_tables(head_dim, height, width, options)).first;
+  if (it == cache.end()) {
+    // Built as normal tensors even when the first caller runs under c10::InferenceMode: an inference tensor in the
+    // cache could not be saved for backward by a later training forward.
+    c10::InferenceMode not_inference(false);
+    torch::NoGradGuard no_grad;
+    it = cache.emplace(key, rope_tables(head_dim, height, width, options)).first;
+  }
   return it->second;
 }
 
@@ -46,7 +52,15 @@ torch::Tensor rotate_every_two(const torch::Tensor& x) {
 }
 
 torch::Tensor theta_shift(const torch::Tensor& x, const torch::Tensor& sin, const torch::Tensor& cos) {
-  return x * cos + rotate_every_two(x) * sin;
+  // rotate_every_two(x)·sin = swap_pairs(x)·sin± with sin± = (−s0, s1, −s2, s3, …): the sign moves onto the (N, d)
+  // table (exact: (−a)·b = −(a·b) in IEEE arithmetic), so there is no negated copy and no stack of x; the product and
+  // the sum are one addcmul pass. Same values as x·cos + rotate_every_two(x)·sin.
+  const int64_t d = x.size(-1);
+  auto sign = torch::ones({d / 2, 2}, sin.options());
+  sign.select(-1, 0).fill_(-1);
+  auto sin_signed = sin * sign.flatten();                            // (N, d), tiny next to x
+  auto swapped = x.unflatten(-1, {d / 2, 2}).flip(-1).flatten(-2);  // (x1, x0, x3, x2, …)
+  return torch::addcmul(x * cos, swapped, sin_signed);
 }
 
 }  // namespace rala

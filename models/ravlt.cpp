@@ -47,8 +47,13 @@ RavltBlockImpl::RavltBlockImpl(Variant variant, const AttentionOptions& attn_opt
 
 torch::Tensor RavltBlockImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
   auto y = x + pos->forward(x);
-  y = y + rala::drop_path(gamma_1 * attn->forward(norm1->forward(y), ctx), drop_path, is_training());
-  return y + rala::drop_path(gamma_2 * ffn->forward(norm2->forward(y)), drop_path, is_training());
+  if (is_training() && drop_path > 0) {
+    y = y + rala::drop_path(gamma_1 * attn->forward(norm1->forward(y), ctx), drop_path, true);
+    return y + rala::drop_path(gamma_2 * ffn->forward(norm2->forward(y)), drop_path, true);
+  }
+  // No stochastic depth: y + γ ⊙ f(y) as one addcmul pass (same values).
+  y = torch::addcmul(y, gamma_1, attn->forward(norm1->forward(y), ctx));
+  return torch::addcmul(y, gamma_2, ffn->forward(norm2->forward(y)));
 }
 
 RopeBufferImpl::RopeBufferImpl(int64_t head_dim) {
@@ -140,7 +145,9 @@ RavltImpl::RavltImpl(RavltOptions options) : options_(std::move(options)) {
 torch::Tensor RavltImpl::forward_features(const torch::Tensor& x, std::vector<torch::Tensor>* features) {
   TORCH_CHECK(x.dim() == 4 && x.size(1) == options_.in_chans(), "RAVLT input must be (B, ", options_.in_chans(),
               ", H, W), got ", x.sizes());
-  auto y = stem->forward(x);
+  // Channels-last memory from the stem on: (B, C, H, W) views of token-major (B, H, W, C) storage, so LayerNorm over
+  // channels, the 1×1 convolutions and the head split need no layout copies (values unchanged).
+  auto y = stem->forward(x.contiguous(torch::MemoryFormat::ChannelsLast));
   if (features) features->push_back(y);
   for (auto& stage : stages) {
     y = stage->forward(y, probe_sinks);
