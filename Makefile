@@ -26,6 +26,8 @@ test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 bench: build
+	$(BUILD)/rala bench --model ravlt_t --attn-pattern RRSS --batch-size 8 --image-size 224 --rounds 3 --out bench-out/goal.h5 --overwrite
+	$(BUILD)/rala bench --attention-only --memory-limit-mb 3000 --out bench-out/attention.h5 --overwrite
 	$(BUILD)/rala_bench_attention
 	$(BUILD)/rala_bench_rank
 

@@ -7,8 +7,6 @@
 #include <cstdlib>
 #include <string>
 
-#include <dlfcn.h>
-
 #include "experiments/bench.h"
 #include "experiments/runtime.h"
 
@@ -21,9 +19,7 @@ inline int bench_main(int argc, char** argv) {
   // OpenBLAS runs single-threaded inside LibTorch's OpenMP threads (RALA_BLAS_THREADS overrides).
   configure_allocator("retain");
   const char* blas_env = std::getenv("RALA_BLAS_THREADS");
-  using SetFn = void (*)(int);
-  if (auto set = reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads")))
-    set(blas_env ? std::atoi(blas_env) : 1);
+  set_blas_threads(blas_env ? std::atoi(blas_env) : 1);
   benchmark::AddCustomContext("blas_threads", blas_env ? blas_env : "1");
   benchmark::AddCustomContext("threads", std::to_string(threads));
   benchmark::AddCustomContext("blas", blas_info());

@@ -66,15 +66,6 @@ std::pair<double, double> median_p95(std::vector<double> v) {
   return {median, v[std::max<size_t>(rank, 1) - 1]};
 }
 
-/// OpenBLAS keeps its own thread pool; bench runs it with the same count as LibTorch so the rates compare.
-int set_blas_threads(int threads) {
-  using SetFn = void (*)(int);
-  using GetFn = int (*)();
-  if (auto set = reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(threads);
-  if (auto get = reinterpret_cast<GetFn>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"))) return get();
-  return -1;
-}
-
 double resolve_limit(double limit_mb) {
   if (limit_mb > 0) return limit_mb;
   const double avail = available_memory_mb();
@@ -113,17 +104,6 @@ std::string fmt(const char* f, double v) {
 // ------------------------------------------------------------------------------------------------
 // Process facts
 // ------------------------------------------------------------------------------------------------
-
-void configure_allocator(const std::string& policy) {
-  if (policy == "retain") {
-    // glibc serves blocks ≥ 128 KiB–32 MiB by mmap and unmaps them on free, so every forward page-faults (and the
-    // kernel zeroes) all its activations again. Keep freed memory in the heap instead: no mmap, no automatic trim.
-    mallopt(M_MMAP_MAX, 0);
-    mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
-  } else {
-    TORCH_CHECK(policy == "system", "--allocator must be retain or system, got '", policy, "'");
-  }
-}
 
 void release_free_memory() { malloc_trim(0); }
 

@@ -86,10 +86,6 @@ std::map<std::string, double> run_attention_bench(const AttentionBenchConfig& co
 /// Least-squares slope of log y against log x (both positive, at least two distinct x). Throws otherwise.
 double fit_loglog_slope(const std::vector<double>& x, const std::vector<double>& y);
 
-/// The process's allocation policy: "retain" keeps freed blocks in glibc's heap (no mmap per large tensor, no
-/// automatic trim) so a forward does not page-fault its activations in again on every call; "system" = glibc's
-/// defaults. Throws on another name.
-void configure_allocator(const std::string& policy);
 /// Returns freed heap memory to the system (malloc_trim), e.g. before measuring a configuration's peak.
 void release_free_memory();
 

@@ -19,7 +19,13 @@ int main(int argc, char** argv) {
   int threads = 0;
   app.add_option("--threads", threads, "Intra-op threads (0 = all cores)")->check(CLI::NonNegativeNumber);
   app.set_version_flag("--version", rala::tool_version());
-  app.parse_complete_callback([&] { rala::configure_threads(threads); });
+  app.parse_complete_callback([&] {
+    // Process-wide runtime (measured in the README's Performance section): intra-op threads, freed memory kept in the
+    // heap, OpenBLAS single-threaded inside LibTorch's threads. `rala bench` flags override the last two.
+    rala::configure_threads(threads);
+    rala::configure_allocator("retain");
+    rala::set_blas_threads(1);
+  });
   rala::set_command_line(argc, argv);
   rala::add_info_command(app);
   rala::add_predict_command(app);

@@ -1,10 +1,12 @@
 #include "experiments/runtime.h"
 
 #include <dlfcn.h>
+#include <malloc.h>
 
 #include <ctime>
 
 #include <filesystem>
+#include <limits>
 #include <fstream>
 #include <set>
 #include <thread>
@@ -29,6 +31,25 @@ int configure_threads(int requested) {
   if (n == 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(n);
   return at::get_num_threads();
+}
+
+void configure_allocator(const std::string& policy) {
+  if (policy == "retain") {
+    // glibc serves blocks ≥ 128 KiB–32 MiB by mmap and unmaps them on free, so every forward page-faults (and the
+    // kernel zeroes) all its activations again. Keep freed memory in the heap instead: no mmap, no automatic trim.
+    mallopt(M_MMAP_MAX, 0);
+    mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
+  } else {
+    TORCH_CHECK(policy == "system", "--allocator must be retain or system, got '", policy, "'");
+  }
+}
+
+int set_blas_threads(int threads) {
+  using SetFn = void (*)(int);
+  using GetFn = int (*)();
+  if (auto set = reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(threads);
+  if (auto get = reinterpret_cast<GetFn>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"))) return get();
+  return -1;
 }
 
 std::string blas_info() {

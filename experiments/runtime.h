@@ -19,6 +19,14 @@ std::string git_commit();
 std::string torch_version();
 /// Sets LibTorch's intra-op thread count; 0 means all cores. Returns the count in effect. Throws on a negative count.
 int configure_threads(int requested);
+/// The process's allocation policy: "retain" keeps freed blocks in glibc's heap (no mmap per large tensor, no
+/// automatic trim) so a forward does not page-fault its activations in again on every call; "system" = glibc's
+/// defaults. Throws on another name. `rala` uses "retain" (rala bench --allocator overrides).
+void configure_allocator(const std::string& policy);
+/// OpenBLAS's own thread count (it keeps a pool beside LibTorch's OpenMP threads); returns the count in effect, or -1
+/// when the BLAS is not OpenBLAS. `rala` runs it single-threaded inside the model (two pools fighting over the same
+/// cores cost 35 % of a RAVLT-T forward; see the README's Performance section).
+int set_blas_threads(int threads);
 /// The BLAS library mapped into this process (resolved path), plus OpenBLAS's own config string when it is OpenBLAS.
 std::string blas_info();
 /// The command line of this process (set once by main), recorded in every output file.

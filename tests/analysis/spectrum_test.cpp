@@ -99,8 +99,14 @@ class RankOfProducts : public ::testing::TestWithParam<std::tuple<int64_t, int64
 
 TEST_P(RankOfProducts, NumpyRuleFindsTheConstructedRank) {
   const auto [rows, cols, r] = GetParam();
-  // A rank-r float32 matrix: (rows×r)·(r×cols), as a probe of the model's dtype would be.
-  auto a = torch::matmul(torch::randn({rows, r}), torch::randn({r, cols}));
+  // A rank-r float32 matrix U·diag(σ)·Vᵀ with orthonormal U (rows×r), V (cols×r) and σ in [0.01, 1], as a probe of
+  // the model's dtype would be. (A product of two Gaussian factors can be arbitrarily ill-conditioned, which made the
+  // square full-rank case flaky against the 1e-4 relative rule.)
+  torch::manual_seed(static_cast<uint64_t>(rows * 1000003 + cols * 101 + r));
+  auto u = std::get<0>(torch::linalg_qr(torch::randn({rows, r}, torch::kFloat64)));
+  auto v = std::get<0>(torch::linalg_qr(torch::randn({cols, r}, torch::kFloat64)));
+  auto sigma = torch::linspace(1.0, 0.01, r, torch::kFloat64);
+  auto a = torch::matmul(u * sigma, v.t()).to(torch::kFloat32);
   auto s = singular_values(a);
   auto m = rank_metrics(s.values, rows, cols, dtype_eps(torch::kFloat32));
   EXPECT_EQ(m.numerical_rank, r);
