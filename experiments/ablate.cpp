@@ -59,9 +59,9 @@ AblationPreset ablation_preset(const std::string& name) {
   p.train.clip_grad = 5.0;
   if (name == "quick") {
     p.configs = standard_ablation_configs();
-    p.train.train_limit = 6144;
+    p.train.train_limit = 8192;
     p.train.test_limit = 2000;
-    p.train.epochs = 3;
+    p.train.epochs = 4;
     p.train.warmup_epochs = 0.5;
     p.rank_images = 64;
     p.seeds = 1;
