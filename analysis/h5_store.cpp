@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <sstream>
 #include <stdexcept>
@@ -183,7 +184,23 @@ constexpr size_t kMaxAttrBytes = 64000;
 // ------------------------------------------------------------------------------------------------------------------
 // File: open / close
 
-File::File(const std::string& path, Mode mode) : path_(path), mode_(mode) {
+struct File::OpenDatasets {
+  std::map<std::string, H5::DataSet> by_path;
+};
+
+void File::close_datasets() noexcept {
+  if (!open_) return;
+  for (auto& [name, ds] : open_->by_path) {
+    try {
+      ds.close();
+    } catch (...) {
+    }
+  }
+  open_->by_path.clear();
+}
+
+File::File(const std::string& path, Mode mode)
+    : path_(path), mode_(mode), open_(std::make_unique<OpenDatasets>()) {
   H5::Exception::dontPrint();
   if (path.empty()) fail("cannot open '': empty file path");
   std::error_code ec;
@@ -240,6 +257,7 @@ File::File(const std::string& path, Mode mode) : path_(path), mode_(mode) {
 }
 
 File::~File() {
+  close_datasets();
   if (file_) {
     try {
       file_->close();
@@ -252,6 +270,7 @@ File::File(File&&) noexcept = default;
 
 File& File::operator=(File&& other) noexcept {
   if (this != &other) {
+    close_datasets();
     if (file_) {
       try {
         file_->close();
@@ -261,6 +280,7 @@ File& File::operator=(File&& other) noexcept {
     path_ = std::move(other.path_);
     mode_ = other.mode_;
     file_ = std::move(other.file_);
+    open_ = std::move(other.open_);
   }
   return *this;
 }
@@ -522,6 +542,7 @@ void File::write(const std::string& dataset_path, const torch::Tensor& t, bool c
   const torch::Tensor data = t.detach().to(torch::kCPU).contiguous();
   const TypeMap map = type_map(data.scalar_type());
   translate("cannot write " + in_file(norm, path_), [&] {
+    if (open_) open_->by_path.erase(norm);  // about to be replaced: close our handle first
     prepare_dataset_slot(f, norm, path_);
     const std::vector<hsize_t> dims(data.sizes().begin(), data.sizes().end());
     const H5::DataSpace space = dims.empty() ? H5::DataSpace(H5S_SCALAR)
@@ -545,6 +566,7 @@ void File::write_strings(const std::string& dataset_path, const std::vector<std:
   const std::string norm = dataset_path_checked(dataset_path, path_);
   require_writable(mode_, norm, path_);
   translate("cannot write strings " + in_file(norm, path_), [&] {
+    if (open_) open_->by_path.erase(norm);  // about to be replaced: close our handle first
     prepare_dataset_slot(f, norm, path_);
     const hsize_t n = values.size();
     const H5::DataSpace space(1, &n);
@@ -613,6 +635,7 @@ void File::create_extendible(const std::string& dataset_path, torch::ScalarType 
   }
   const TypeMap map = type_map(dtype);
   translate("cannot create extendible dataset " + in_file(norm, path_), [&] {
+    if (open_) open_->by_path.erase(norm);  // about to be replaced: close our handle first
     prepare_dataset_slot(f, norm, path_);
     std::vector<hsize_t> dims{0};
     std::vector<hsize_t> maxdims{H5S_UNLIMITED};
@@ -637,7 +660,9 @@ void File::append(const std::string& dataset_path, const torch::Tensor& t) {
   require_writable(mode_, norm, path_);
   if (!t.defined()) fail("cannot append to " + in_file(norm, path_) + ": the tensor is undefined");
   translate("cannot append to " + in_file(norm, path_), [&] {
-    H5::DataSet ds = open_dataset(f, norm, path_);
+    auto cached = open_->by_path.find(norm);
+    if (cached == open_->by_path.end()) cached = open_->by_path.emplace(norm, open_dataset(f, norm, path_)).first;
+    H5::DataSet& ds = cached->second;
     const H5::DataType type = ds.getDataType();
     const auto dtype = dtype_of(type);
     if (!dtype) fail("cannot append to " + in_file(norm, path_) + ": it is " + describe(type) + ", not a tensor type");

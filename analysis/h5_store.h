@@ -86,7 +86,8 @@ class File {
                          const std::vector<int64_t>& rest_dims, int64_t chunk_rows = 64);
   /// Appends rows: `t` has shape (n, rest...) and the dtype of the dataset made by create_extendible; dim 0 grows by n
   /// and the rows are written at the end. n == 0 is a no-op. Throws on a shape or dtype mismatch or when the dataset
-  /// is not extendible along dim 0.
+  /// is not extendible along dim 0. The dataset stays open until the file closes (or the dataset is replaced), so
+  /// small appends fill a chunk in HDF5's chunk cache instead of recompressing it on every call.
   void append(const std::string& dataset_path, const torch::Tensor& t);
 
   /// Attributes on a group or dataset ("/" = root). Writing replaces an existing attribute of the same name.
@@ -116,9 +117,12 @@ class File {
   void flush();
 
  private:
+  struct OpenDatasets;  ///< datasets append() keeps open, so their chunk caches live between appends
+  void close_datasets() noexcept;
   std::string path_;
   Mode mode_;
   std::unique_ptr<H5::H5File> file_;
+  std::unique_ptr<OpenDatasets> open_;
 };
 
 /// Convenience: whole-tensor read of one dataset from `file` (opened read-only).

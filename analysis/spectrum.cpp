@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 namespace rala {
 
@@ -83,39 +84,113 @@ Spectrum singular_values(const torch::Tensor& matrix) {
   return s;
 }
 
+namespace {
+
+// LAPACK (Fortran ABI; the trailing size_t is gfortran's hidden length of a CHARACTER argument).
+extern "C" {
+void dgeqrf_(const int* m, const int* n, double* a, const int* lda, double* tau, double* work, const int* lwork,
+             int* info);
+void dgesdd_(const char* jobz, const int* m, const int* n, double* a, const int* lda, double* s, double* u,
+             const int* ldu, double* vt, const int* ldvt, double* work, const int* lwork, int* iwork, int* info,
+             size_t jobz_len);
+}
+
+/// Per-thread LAPACK workspace, grown on demand and reused across matrices and calls (no allocation per matrix).
+struct LapackWork {
+  std::vector<double> a, r, tau, s, work;
+  std::vector<int> iwork;
+};
+
+/// Singular values of the column-major tall matrix in w.a (rows ≥ cols), into w.s (descending). `reduce`: QR first,
+/// then the SVD of R. Returns LAPACK's info of the SVD (> 0: not converged).
+int tall_singular_values(LapackWork& w, int rows, int cols, bool reduce) {
+  int info = 0;
+  double* target = w.a.data();
+  int lda = rows, m = rows;
+  if (reduce) {
+    w.tau.resize(cols);
+    int lwork = -1;
+    double query = 0;
+    dgeqrf_(&rows, &cols, w.a.data(), &rows, w.tau.data(), &query, &lwork, &info);
+    lwork = std::max(1, static_cast<int>(query));
+    if (static_cast<int>(w.work.size()) < lwork) w.work.resize(lwork);
+    dgeqrf_(&rows, &cols, w.a.data(), &rows, w.tau.data(), w.work.data(), &lwork, &info);
+    TORCH_CHECK(info == 0, "singular_values_batched: dgeqrf rejected argument ", -info);
+    // R: the upper triangle of the top cols×cols block (column-major, leading dimension rows).
+    w.r.assign(static_cast<size_t>(cols) * cols, 0.0);
+    for (int j = 0; j < cols; ++j)
+      std::copy(w.a.data() + static_cast<size_t>(j) * rows, w.a.data() + static_cast<size_t>(j) * rows + j + 1,
+                w.r.data() + static_cast<size_t>(j) * cols);
+    target = w.r.data();
+    lda = m = cols;
+  }
+  w.s.resize(cols);
+  w.iwork.resize(8 * static_cast<size_t>(cols));
+  int one = 1, lwork = -1;
+  double query = 0;
+  dgesdd_("N", &m, &cols, target, &lda, w.s.data(), nullptr, &one, nullptr, &one, &query, &lwork, w.iwork.data(),
+          &info, 1);
+  lwork = std::max(1, static_cast<int>(query));
+  if (static_cast<int>(w.work.size()) < lwork) w.work.resize(lwork);
+  dgesdd_("N", &m, &cols, target, &lda, w.s.data(), nullptr, &one, nullptr, &one, w.work.data(), &lwork,
+          w.iwork.data(), &info, 1);
+  TORCH_CHECK(info >= 0, "singular_values_batched: dgesdd rejected argument ", -info);
+  return info;
+}
+
+/// Matrix `i` of a contiguous (K, m, n) row-major stack, as a tall column-major float64 matrix in w.a: Aᵀ when
+/// m < n (the row-major bytes of A are already the column-major Aᵀ), a transposing copy of A otherwise. False if
+/// an entry is not finite.
+template <typename T>
+bool load_tall(LapackWork& w, const T* src, int64_t m, int64_t n) {
+  w.a.resize(static_cast<size_t>(m * n));
+  double* dst = w.a.data();
+  bool finite = true;
+  if (m < n) {
+    for (int64_t i = 0; i < m * n; ++i) finite &= std::isfinite(dst[i] = static_cast<double>(src[i]));
+  } else {
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) finite &= std::isfinite(dst[j * m + i] = static_cast<double>(src[i * n + j]));
+  }
+  return finite;
+}
+
+}  // namespace
+
 std::vector<Spectrum> singular_values_batched(const torch::Tensor& matrices) {
   TORCH_CHECK(matrices.dim() == 3, "singular_values_batched: expected a (K, m, n) stack, got shape ", matrices.sizes());
   const int64_t K = matrices.size(0), m = matrices.size(1), n = matrices.size(2);
   TORCH_CHECK(m > 0 && n > 0, "singular_values_batched: matrices are empty, shape ", matrices.sizes());
-  auto work = matrices.detach().to(torch::kCPU, torch::kFloat64);
+  TORCH_CHECK(std::max(m, n) <= std::numeric_limits<int>::max() / std::min(m, n),
+              "singular_values_batched: matrices of ", m, "x", n, " exceed LAPACK's 32-bit indices");
+  auto src = matrices.detach().to(torch::kCPU);
+  if (src.scalar_type() != torch::kFloat && src.scalar_type() != torch::kDouble) src = src.to(torch::kFloat64);
+  src = src.contiguous();
+  const int rows = static_cast<int>(std::max(m, n)), cols = static_cast<int>(std::min(m, n));
+  const bool reduce = rows > 2 * cols;
+  const char* method = reduce ? "qr+gesdd" : "gesdd";
   std::vector<Spectrum> out(K);
-  if (!torch::isfinite(work).all().item<bool>()) {  // per matrix, so each non-finite one gets its own status
-    at::parallel_for(0, K, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) out[i] = singular_values(matrices[i]);
-    });
-    return out;
-  }
-  const bool reduce = std::max(m, n) > 2 * std::min(m, n);
-  if (reduce && m < n) work = work.transpose(1, 2);  // σ(A) = σ(Aᵀ): make them tall
-  auto values = torch::empty({K, std::min(m, n)}, torch::kFloat64);
-  // LAPACK works matrix by matrix (one thread each here: OpenBLAS runs single-threaded inside LibTorch's threads), so
-  // the stack is split over LibTorch's threads; every matrix still gets exactly the same LAPACK calls.
+  // One matrix per task: each thread converts its matrix into its own workspace and runs LAPACK single-threaded
+  // (OpenBLAS runs single-threaded inside these threads), so the stack is spread over LibTorch's threads.
   at::parallel_for(0, K, 1, [&](int64_t begin, int64_t end) {
-    auto part = work.slice(0, begin, end);
-    if (reduce) part = std::get<1>(torch::linalg_qr(part, "r")).contiguous();  // (k, min, min) upper triangular
-    // LAPACK's divide-and-conquer SVD (gesdd, values only).
-    values.slice(0, begin, end).copy_(torch::linalg_svdvals(part));  // (k, min(m, n)) descending
+    thread_local LapackWork w;
+    for (int64_t i = begin; i < end; ++i) {
+      Spectrum& s = out[i];
+      s.rows = m;
+      s.cols = n;
+      const bool finite = src.scalar_type() == torch::kFloat
+                              ? load_tall(w, src.data_ptr<float>() + i * m * n, m, n)
+                              : load_tall(w, src.data_ptr<double>() + i * m * n, m, n);
+      if (!finite) {
+        s.status = SpectrumStatus::numerical_issue;
+        s.method = "none";
+        continue;
+      }
+      s.method = method;
+      if (tall_singular_values(w, rows, cols, reduce) > 0) s.status = SpectrumStatus::not_converged;
+      s.values.assign(w.s.begin(), w.s.end());
+    }
   });
-  const int64_t k = values.size(1);
-  const double* v = values.data_ptr<double>();
-  for (int64_t i = 0; i < K; ++i) {
-    out[i].rows = m;
-    out[i].cols = n;
-    out[i].method = reduce ? "qr+gesdd" : "gesdd";
-    out[i].values.assign(v + i * k, v + (i + 1) * k);
-    if (!std::all_of(out[i].values.begin(), out[i].values.end(), [](double x) { return std::isfinite(x); }))
-      out[i].status = SpectrumStatus::numerical_issue;
-  }
   return out;
 }
 

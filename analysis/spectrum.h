@@ -25,16 +25,18 @@ struct Spectrum {
   std::vector<double> values;  ///< descending, non-negative; min(rows, cols) entries (full) or k (top-k)
   int64_t rows = 0, cols = 0;
   SpectrumStatus status = SpectrumStatus::ok;
-  std::string method;          ///< "bdcsvd", "qr+bdcsvd", "lanczos"
+  std::string method;          ///< "bdcsvd", "qr+bdcsvd", "lanczos"; batched: "gesdd", "qr+gesdd"; "none" (non-finite)
   bool complete() const { return static_cast<int64_t>(values.size()) == std::min(rows, cols); }
 };
 
 /// All singular values of a 2-D tensor (any float dtype; computed in float64).
 Spectrum singular_values(const torch::Tensor& matrix);
-/// All singular values of each matrix of a (K, m, n) stack, in float64 through LAPACK (LibTorch's linalg on the
-/// multi-threaded BLAS): tall (or wide) stacks are first reduced to their triangular factors by one batched
-/// Householder QR, then the divide-and-conquer SVD (gesdd, values only) — the same two steps as singular_values(),
-/// batched. A stack with non-finite entries falls back to singular_values() per matrix (status per matrix).
+/// All singular values of each matrix of a (K, m, n) stack, in float64 through LAPACK called directly (no tensor ops
+/// per matrix): each matrix is converted to a tall column-major float64 matrix (its transpose when m < n), reduced
+/// by Householder QR (dgeqrf) to its triangular factor when rows > 2·cols, then the divide-and-conquer SVD (dgesdd,
+/// values only) — the same two steps as singular_values(). The matrices are spread over LibTorch's threads, one
+/// matrix per task with a per-thread workspace; every matrix gets the same LAPACK calls whichever thread runs it.
+/// A matrix with a non-finite entry gets status numerical_issue and no values; the others are unaffected.
 std::vector<Spectrum> singular_values_batched(const torch::Tensor& matrices);
 /// The k largest singular values (1 ≤ k < min(rows, cols)); falls back to the full SVD when the matrix is small.
 Spectrum top_singular_values(const torch::Tensor& matrix, int64_t k);

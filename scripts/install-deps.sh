@@ -17,6 +17,7 @@ PACKAGES=(
   zlib1g-dev              # gzip IDX files (Fashion-MNIST)
   nlohmann-json3-dev
   libopenblas0-pthread    # optimised BLAS (reference BLAS is ~20x slower)
+  liblapack-dev           # LAPACK link library (dgeqrf, dgesdd for the batched spectra)
   gnuplot-nox             # figures
   dataset-fashion-mnist   # training data that ships with the system
 )

@@ -340,6 +340,32 @@ TEST(H5RoundTrip, ExtendibleAppendAcrossCallsAndReopen) {
   EXPECT_TRUE(torch::equal(f.read("/results/ids"), torch::tensor({7, 8, 9, 10}, torch::kInt64)));
 }
 
+TEST(H5RoundTrip, AppendHandlesStayOpenAcrossReplaceMoveAndManySmallAppends) {
+  // append() keeps datasets open (their chunk caches persist): reads in between, a dataset replaced while open, a
+  // moved File and hundreds of one-row appends must all still give exactly the rows written.
+  TempDir tmp;
+  const std::string path = tmp.file("open.h5");
+  const torch::Tensor rows = torch::arange(0, 300 * 4, torch::kFloat64).reshape({300, 4});
+  {
+    File f(path, Mode::truncate);
+    f.create_extendible("/s/v", torch::kFloat64, {4}, 64);
+    for (int64_t i = 0; i < 150; ++i) f.append("/s/v", rows.slice(0, i, i + 1));
+    EXPECT_TRUE(torch::equal(f.read("/s/v"), rows.slice(0, 0, 150)));  // a second handle sees the cached rows
+    File moved(std::move(f));
+    for (int64_t i = 150; i < 300; ++i) moved.append("/s/v", rows.slice(0, i, i + 1));
+    moved.create_extendible("/s/w", torch::kInt32, {2});
+    moved.append("/s/w", torch::ones({3, 2}, torch::kInt32));
+    moved.create_extendible("/s/w", torch::kInt32, {2});  // replaced while our handle was open
+    moved.append("/s/w", torch::full({1, 2}, 7, torch::kInt32));
+    moved.write("/s/w", torch::full({2, 2}, 5, torch::kInt32));  // replaced by a fixed dataset
+    std::string msg = error_of([&] { moved.append("/s/w", torch::ones({1, 2}, torch::kInt32)); });
+    EXPECT_TRUE(contains(msg, "not extendible")) << msg;
+  }
+  File f(path, Mode::read);
+  EXPECT_TRUE(torch::equal(f.read("/s/v"), rows));
+  EXPECT_TRUE(torch::equal(f.read("/s/w"), torch::full({2, 2}, 5, torch::kInt32)));
+}
+
 TEST(H5RoundTrip, NestedGroupsAndOverwrite) {
   TempDir tmp;
   const std::string path = tmp.file("nested.h5");

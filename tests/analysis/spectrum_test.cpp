@@ -4,6 +4,9 @@
 
 #include <Eigen/Dense>
 #include <cmath>
+#include <limits>
+
+#include <ATen/Parallel.h>
 
 #include "analysis/rank_metrics.h"
 #include "analysis/spectrum.h"
@@ -93,6 +96,110 @@ TEST(Spectrum, NumericalTroubleIsAStatusCallerMistakesThrow) {
   EXPECT_THROW(singular_values(torch::randn({8})), c10::Error);
   EXPECT_THROW(singular_values(torch::randn({0, 4})), c10::Error);
   EXPECT_THROW(top_singular_values(torch::randn({8, 8}), 9), c10::Error);
+}
+
+/// A (K, m, n) stack of constructed matrices (σ from 1 down to `smallest`, a different U, V per matrix).
+std::pair<torch::Tensor, std::vector<std::vector<double>>> constructed_stack(int64_t K, int64_t rows, int64_t cols,
+                                                                             double smallest, unsigned seed) {
+  std::vector<torch::Tensor> mats;
+  std::vector<std::vector<double>> sigmas;
+  for (int64_t i = 0; i < K; ++i) {
+    auto [a, sigma] = constructed(rows, cols, smallest, seed + 2 * static_cast<unsigned>(i));
+    mats.push_back(a);
+    sigmas.push_back(sigma);
+  }
+  return {torch::stack(mats), sigmas};
+}
+
+class BatchedSpectra : public ::testing::TestWithParam<std::pair<int64_t, int64_t>> {};
+
+TEST_P(BatchedSpectra, EveryMatrixMatchesItsConstruction) {
+  // The shapes the recorder hands over (kv_buffer d×d, output N×d tall, wide maps), float64, K matrices at once.
+  const auto [rows, cols] = GetParam();
+  auto [stack, sigmas] = constructed_stack(5, rows, cols, 1e-12, 11);
+  auto spectra = singular_values_batched(stack);
+  ASSERT_EQ(spectra.size(), 5u);
+  for (size_t k = 0; k < spectra.size(); ++k) {
+    const auto& s = spectra[k];
+    ASSERT_EQ(s.status, SpectrumStatus::ok) << k;
+    ASSERT_TRUE(s.complete()) << k;
+    EXPECT_EQ(s.rows, rows);
+    EXPECT_EQ(s.cols, cols);
+    EXPECT_EQ(s.method, std::max(rows, cols) > 2 * std::min(rows, cols) ? "qr+gesdd" : "gesdd");
+    for (size_t i = 0; i < sigmas[k].size(); ++i) {
+      if (sigmas[k][i] >= 1e-5) {
+        EXPECT_NEAR(s.values[i] / sigmas[k][i], 1.0, 1e-10) << k << "," << i;
+      }
+      EXPECT_NEAR(s.values[i], sigmas[k][i], 1e-14) << k << "," << i;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, BatchedSpectra,
+                         ::testing::Values(std::make_pair(64, 64), std::make_pair(3136, 64), std::make_pair(196, 64),
+                                           std::make_pair(49, 64), std::make_pair(64, 196), std::make_pair(100, 64),
+                                           std::make_pair(1, 7)),
+                         [](const auto& info) {
+                           return std::to_string(info.param.first) + "x" + std::to_string(info.param.second);
+                         });
+
+TEST(Spectrum, BatchedFloat32ProbesAgreeWithTheDenseOracle) {
+  // float32 probes (what the models emit) are ranked in float64: the oracle is Eigen's JacobiSVD of the same values.
+  torch::manual_seed(4);
+  auto stack = torch::randn({6, 784, 64}, torch::kFloat32) * torch::rand({1, 1, 64});
+  auto spectra = singular_values_batched(stack);
+  for (int64_t k = 0; k < 6; ++k) {
+    auto ad = stack[k].to(torch::kFloat64).contiguous();
+    Eigen::MatrixXd m = Eigen::Map<Eigen::Matrix<double, -1, -1, Eigen::RowMajor>>(ad.data_ptr<double>(), 784, 64);
+    Eigen::VectorXd oracle = Eigen::JacobiSVD<Eigen::MatrixXd>(m).singularValues();
+    ASSERT_EQ(spectra[k].values.size(), 64u);
+    for (int i = 0; i < 64; ++i) EXPECT_NEAR(spectra[k].values[i], oracle[i], 1e-12 * oracle[0]) << k << "," << i;
+  }
+}
+
+TEST(Spectrum, BatchedGivesANonFiniteMatrixItsOwnStatus) {
+  auto stack = torch::randn({4, 30, 8}, torch::kFloat32);
+  stack[2][5][3] = std::numeric_limits<float>::infinity();
+  auto spectra = singular_values_batched(stack);
+  for (int64_t k = 0; k < 4; ++k) {
+    if (k == 2) {
+      EXPECT_EQ(spectra[k].status, SpectrumStatus::numerical_issue);
+      EXPECT_TRUE(spectra[k].values.empty());
+      continue;
+    }
+    ASSERT_EQ(spectra[k].status, SpectrumStatus::ok) << k;
+    auto alone = singular_values(stack[k]);
+    for (size_t i = 0; i < alone.values.size(); ++i)
+      EXPECT_NEAR(spectra[k].values[i], alone.values[i], 1e-12 * alone.values[0]) << k << "," << i;
+  }
+  EXPECT_THROW(singular_values_batched(torch::randn({4, 8})), c10::Error);
+  EXPECT_THROW(singular_values_batched(torch::randn({2, 0, 8})), c10::Error);
+}
+
+TEST(Spectrum, BatchedIsIdenticalOnOneOrSeveralThreads) {
+  // Each matrix gets the same LAPACK calls whichever thread runs it: the spectra must not depend on the split.
+  torch::manual_seed(9);
+  auto stack = torch::randn({12, 196, 64}, torch::kFloat32);
+  const int before = at::get_num_threads();
+  at::set_num_threads(1);
+  auto one = singular_values_batched(stack);
+  at::set_num_threads(2);
+  auto two = singular_values_batched(stack);
+  at::set_num_threads(before);
+  for (size_t k = 0; k < one.size(); ++k) EXPECT_EQ(one[k].values, two[k].values) << k;
+}
+
+TEST(Spectrum, ParallelLoopsReallyUseSeveralThreads) {
+  // at::parallel_for is an inline template: it runs serially in a translation unit built without OpenMP. The build
+  // compiles every target with OpenMP; this guards that (the batched spectra depend on it).
+  const int before = at::get_num_threads();
+  at::set_num_threads(2);
+  std::vector<int> seen(2, -1);
+  at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) seen[i] = at::get_thread_num();
+  });
+  at::set_num_threads(before);
+  EXPECT_NE(seen[0], seen[1]);
 }
 
 class RankOfProducts : public ::testing::TestWithParam<std::tuple<int64_t, int64_t, int64_t>> {};
