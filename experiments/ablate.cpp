@@ -97,13 +97,9 @@ AblationPreset ablation_preset(const std::string& name) {
 
 std::pair<double, double> mean_std(const std::vector<double>& v) {
   if (v.empty()) return {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::quiet_NaN()};
-  double mean = 0;
-  for (double x : v) mean += x;
-  mean /= static_cast<double>(v.size());
-  if (v.size() < 2) return {mean, 0.0};
-  double ss = 0;
-  for (double x : v) ss += (x - mean) * (x - mean);
-  return {mean, std::sqrt(ss / static_cast<double>(v.size() - 1))};
+  RunningStat st;
+  for (double x : v) st.add(x);
+  return {st.mean, st.std()};
 }
 
 namespace {
@@ -228,7 +224,9 @@ void run_training_jobs(std::vector<TrainJob>& jobs, int64_t parallel, bool quiet
   TORCH_CHECK(failure.empty(), failure);
 }
 
-ResultsTable empty_ablation_table() {
+}  // namespace
+
+ResultsTable make_ablation_table() {
   ResultsTable t;
   t.add_column("config", ColumnKind::text, "", "configuration")
       .add_column("pattern", ColumnKind::text, "", "attention letter per stage")
@@ -250,8 +248,6 @@ ResultsTable empty_ablation_table() {
   return t;
 }
 
-}  // namespace
-
 ResultsTable run_ablation(const AblationPreset& preset, int64_t seeds, const std::string& out, bool quiet,
                           int64_t parallel) {
   TORCH_CHECK(seeds > 0, "--seeds must be > 0, got ", seeds);
@@ -260,7 +256,7 @@ ResultsTable run_ablation(const AblationPreset& preset, int64_t seeds, const std
   for (const auto& c : preset.configs) AnyModel(preset.train.model, c.pattern, c.settings);  // validate up front
   fs::create_directories(fs::path(out) / "runs");
   fs::create_directories(fs::path(out) / "rank");
-  ResultsTable table = empty_ablation_table();
+  ResultsTable table = make_ablation_table();
   const std::string table_path = (fs::path(out) / "ablation.h5").string();
   const auto started = std::chrono::steady_clock::now();
 

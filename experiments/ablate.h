@@ -55,7 +55,10 @@ ResultsTable run_ablation(const AblationPreset& preset, int64_t seeds, const std
 /// The ablation table as Markdown (config, params, GMACs, top-1, ranks, images/s).
 void print_ablation_table(std::ostream& out, const ResultsTable& table);
 
-/// Mean ± sample std of values (std 0 for one value).
+/// The empty ablation table: the columns (names, kinds, units, descriptions) `rala ablate` writes.
+ResultsTable make_ablation_table();
+
+/// Mean ± sample std of values (std 0 for one value; NaN, NaN for none).
 std::pair<double, double> mean_std(const std::vector<double>& values);
 
 /// Registers the `ablate` subcommand on `app`.

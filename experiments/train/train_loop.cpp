@@ -298,7 +298,9 @@ StateDict from_ivalue_dict(const torch::IValue& v, const std::string& what) {
   return s;
 }
 
-ResultsTable metrics_table() {
+}  // namespace
+
+ResultsTable make_metrics_table() {
   ResultsTable t;
   t.add_column("epoch", ColumnKind::integer, "", "epoch, 1-based")
       .add_column("train_loss", ColumnKind::number, "", "mean training loss (label-smoothed cross-entropy)")
@@ -311,8 +313,6 @@ ResultsTable metrics_table() {
       .add_column("seconds", ColumnKind::number, "s", "wall time of the epoch's training steps");
   return t;
 }
-
-}  // namespace
 
 TrainResult train(const TrainConfig& requested) {
   TrainConfig c = requested;
@@ -363,7 +363,7 @@ TrainResult train(const TrainConfig& requested) {
   const int64_t warmup_steps = static_cast<int64_t>(std::llround(c.warmup_epochs * steps_per_epoch));
   CosineSchedule schedule(c.lr, c.min_lr, warmup_steps, c.epochs * steps_per_epoch);
 
-  ResultsTable metrics = metrics_table();
+  ResultsTable metrics = make_metrics_table();
   int64_t start_epoch = 0;
   if (resuming) {
     load_state_dict(*model->module(), resumed.state);

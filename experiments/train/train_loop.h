@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include "analysis/results_table.h"
+
 namespace rala {
 
 class AnyModel;
@@ -68,6 +70,9 @@ struct TrainResult {
   std::string checkpoint;   ///< RUN_DIR/checkpoint.pth
   std::string metrics;      ///< RUN_DIR/metrics.h5
 };
+
+/// The empty per-epoch metrics table: the columns (names, kinds, units, descriptions) of RUN_DIR/metrics.h5.
+ResultsTable make_metrics_table();
 
 /// Runs (or resumes) a training run; see the file comment. Errors (bad options, unreadable data, an existing run
 /// without resume/overwrite, a missing or corrupt checkpoint on resume, a non-finite loss) throw one line; files

@@ -1,6 +1,7 @@
-// Writes the table fixtures of tests/data/report with the toolkit's own table writer (analysis/results_table, the
-// writer `rala ablate`, `rala bench` and `rala train` use), with the column names and units those subcommands write.
-// The values are illustrative (typed in, chosen to show at the report's display precision), not measurements.
+// Writes the table fixtures of tests/data/report with the toolkit's own tables: the empty tables come from the
+// builders `rala ablate`, `rala bench` and `rala train` use (make_ablation_table, make_bench_table,
+// make_metrics_table: same columns, kinds, units and descriptions), written by analysis/results_table. The values are
+// illustrative (typed in, chosen to show at the report's display precision), not measurements.
 // Usage: rala_make_report_fixtures DIR   (see tests/data/report/make_fixtures.sh)
 #include <cstdio>
 #include <filesystem>
@@ -8,7 +9,10 @@
 
 #include "analysis/h5_store.h"
 #include "analysis/results_table.h"
+#include "experiments/ablate.h"
+#include "experiments/bench.h"
 #include "experiments/runtime.h"
+#include "experiments/train/train_loop.h"
 
 using namespace rala;
 
@@ -32,26 +36,9 @@ int main(int argc, char** argv) {
   set_command_line(argc, argv);
   const std::string dir = argv[1];
   std::filesystem::create_directories(dir);
-  using K = ColumnKind;
   using I = int64_t;
 
-  ResultsTable a;
-  a.add_column("config", K::text, "", "configuration: pattern and attention options")
-      .add_column("pattern", K::text, "", "attention pattern per stage")
-      .add_column("attn_opts", K::text, "", "attention options (--attn-opt)")
-      .add_column("seeds", K::integer, "", "training runs (seeds) averaged")
-      .add_column("epochs", K::integer, "", "epochs per run")
-      .add_column("params", K::integer, "", "parameters")
-      .add_column("gmacs", K::number, "GMACs", "multiply-accumulates per image")
-      .add_column("top1_mean", K::number, "%", "test top-1, mean over seeds")
-      .add_column("top1_std", K::number, "%", "test top-1, std over seeds")
-      .add_column("kv_buffer_rank", K::number, "", "kv_buffer numerical rank, mean over linear-attention layers")
-      .add_column("kv_buffer_effective_rank", K::number, "", "kv_buffer effective rank, mean over linear layers")
-      .add_column("output_rank", K::number, "", "output numerical rank, mean over linear layers")
-      .add_column("output_effective_rank", K::number, "", "output effective rank, mean over linear layers")
-      .add_column("output_gated_rank", K::number, "", "output_gated numerical rank, mean over linear layers")
-      .add_column("output_gated_effective_rank", K::number, "", "output_gated effective rank, mean over linear layers")
-      .add_column("images_per_s", K::number, "images/s", "training throughput");
+  ResultsTable a = make_ablation_table();
   struct A {
     const char *config, *pattern, *opts;
     double gmacs, top1, std, kvr, kve, o, oe, g, ge, ips;
@@ -67,17 +54,7 @@ int main(int argc, char** argv) {
                {"output_gated_effective_rank", r.ge}, {"images_per_s", r.ips}});
   write(a, dir + "/ablation.h5", "ablation");
 
-  ResultsTable b;
-  for (const char* c : {"model", "pattern", "mode", "dtype", "device", "commit"}) b.add_column(c, K::text);
-  b.add_column("threads", K::integer).add_column("batch", K::integer).add_column("image_size", K::integer, "px");
-  b.add_column("images_per_s", K::number, "images/s")
-      .add_column("latency_median_ms", K::number, "ms")
-      .add_column("latency_p95_ms", K::number, "ms")
-      .add_column("peak_memory_mb", K::number, "MB")
-      .add_column("gmacs", K::number, "GMACs")
-      .add_column("gflops", K::number, "GFLOP/s")
-      .add_column("gemm_gflops", K::number, "GFLOP/s")
-      .add_column("gemm_ratio", K::number, "", "model GFLOP/s over GEMM GFLOP/s, same process");
+  ResultsTable b = make_bench_table();
   struct B {
     const char* pattern;
     I size;
@@ -93,26 +70,22 @@ int main(int argc, char** argv) {
                {"dtype", std::string("float32")}, {"device", std::string("cpu")}, {"commit", std::string("24b1cc5")},
                {"threads", I{2}}, {"batch", I{8}}, {"image_size", r.size}, {"images_per_s", r.ips},
                {"latency_median_ms", r.lat}, {"latency_p95_ms", r.p95}, {"peak_memory_mb", r.mem}, {"gmacs", r.gmacs},
-               {"gflops", r.gflops}, {"gemm_gflops", 110.0}, {"gemm_ratio", r.ratio}});
+               {"gflops", r.gflops}, {"gemm_gflops", 110.0}, {"gemm_ratio", r.ratio},
+               {"baseline_memory_mb", 60.0}, {"blas_threads", I{1}}, {"iters", I{4}}, {"rounds", I{3}},
+               {"status", std::string("ok")}});
   write(b, dir + "/bench.h5", "bench");
 
-  ResultsTable t;
-  t.add_column("epoch", K::integer)
-      .add_column("train_loss", K::number)
-      .add_column("train_top1", K::number, "%")
-      .add_column("test_top1", K::number, "%")
-      .add_column("test_top1_ema", K::number, "%")
-      .add_column("lr", K::number)
-      .add_column("images_per_s", K::number, "images/s")
-      .add_column("seconds", K::number, "s");
+  ResultsTable t = make_metrics_table();
   struct T {
     I epoch;
-    double loss, train, test, ema, lr, ips, s;
+    double loss, train, test_loss, test, ema, lr, ips, s;
   };
-  for (const T& r : {T{1, 1.2345, 55.12, 68.4, 66.93, 0.001, 805.2, 74.5}, T{2, 0.8123, 71.06, 74.87, 73.5, 0.0005, 811.9, 73.9},
-                     T{3, 0.6871, 75.33, 78.42, 77.95, 0.0001, 809.4, 74.1}})
-    t.add_row({{"epoch", r.epoch}, {"train_loss", r.loss}, {"train_top1", r.train}, {"test_top1", r.test},
-               {"test_top1_ema", r.ema}, {"lr", r.lr}, {"images_per_s", r.ips}, {"seconds", r.s}});
+  for (const T& r : {T{1, 1.2345, 55.12, 0.9512, 68.4, 66.93, 0.001, 805.2, 74.5},
+                     T{2, 0.8123, 71.06, 0.7034, 74.87, 73.5, 0.0005, 811.9, 73.9},
+                     T{3, 0.6871, 75.33, 0.6122, 78.42, 77.95, 0.0001, 809.4, 74.1}})
+    t.add_row({{"epoch", r.epoch}, {"train_loss", r.loss}, {"train_top1", r.train}, {"test_loss", r.test_loss},
+               {"test_top1", r.test}, {"test_top1_ema", r.ema}, {"lr", r.lr}, {"images_per_s", r.ips},
+               {"seconds", r.s}});
   write(t, dir + "/train.h5", "train");
   return 0;
 }

@@ -16,6 +16,9 @@
 
 #include "analysis/h5_store.h"
 #include "analysis/results_table.h"
+#include "experiments/ablate.h"
+#include "experiments/bench.h"
+#include "experiments/train/train_loop.h"
 #include "reports/report.h"
 #include "tests/test_util.h"
 
@@ -294,6 +297,26 @@ TEST_F(ReportOutput, FigureDataHoldTheFixtureNumbers) {
   for (size_t i = 0; i < x.size(); ++i) sxy += (x[i] - mx) * (y[i] - my), sxx += (x[i] - mx) * (x[i] - mx);
   const std::string gp = read_file(out_ / "figures" / "bench_scaling.gp");
   EXPECT_NE(gp.find("RRSS (slope " + fmt("%.2f", sxy / sxx) + ")"), std::string::npos) << gp;
+}
+
+TEST(ReportFixtures, TableSchemasAreTheSubcommandsOwn) {
+  // The committed table fixtures must have exactly the columns (order, kind, unit, description) that `rala ablate`,
+  // `rala bench` and `rala train` write today; regenerate them with make_fixtures.sh when a writer changes.
+  const std::pair<const char*, ResultsTable> expected[] = {
+      {"ablation.h5", make_ablation_table()}, {"bench.h5", make_bench_table()}, {"train.h5", make_metrics_table()}};
+  for (const auto& [file, table] : expected) {
+    h5::File f(fixture(file), h5::Mode::read);
+    const ResultsTable got = ResultsTable::read_h5(f);
+    ASSERT_EQ(got.columns().size(), table.columns().size()) << file;
+    for (size_t i = 0; i < table.columns().size(); ++i) {
+      const auto &g = got.columns()[i], &e = table.columns()[i];
+      EXPECT_EQ(g.name, e.name) << file << " column " << i;
+      EXPECT_EQ(g.kind, e.kind) << file << " " << e.name;
+      EXPECT_EQ(g.unit, e.unit) << file << " " << e.name;
+      EXPECT_EQ(g.description, e.description) << file << " " << e.name;
+    }
+    EXPECT_GT(got.rows(), 0) << file;
+  }
 }
 
 TEST(ReportTables, DisplayPrecisionAndEscaping) {
