@@ -1,6 +1,7 @@
 // Cost of rank analysis relative to the plain forward pass, measured in the same run: RAVLT-T (RRSS, random weights)
 // at 224², batch 4, with the recorder attached for kv_buffer, output and output_gated (spectra, metrics and the HDF5
 // writes included) vs without it. Goal (issue 4): at most +25 %.
+// BM_SpectraOnly times the float64 spectra of one batch's probes alone: the part no recorder design can avoid.
 //   build/rala_bench_rank [--benchmark_repetitions=3]   (threads: RALA_THREADS, default all cores)
 #include <benchmark/benchmark.h>
 
@@ -8,6 +9,7 @@
 #include <filesystem>
 
 #include "analysis/probe_recorder.h"
+#include "analysis/spectrum.h"
 #include "attention_variants/registry.h"
 #include "benchmarks/bench_main.h"
 #include "models/presets.h"
@@ -57,9 +59,36 @@ void BM_ForwardWithRankAnalysis(benchmark::State& state) {
   state.counters["images_per_s"] = benchmark::Counter(4, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// The floor of the recorder: only the float64 spectra (singular_values_batched, LAPACK) of the same probes of one
+// batch — no metrics, no HDF5, no probe hand-over. Probes are captured once from a real forward.
+void BM_SpectraOnly(benchmark::State& state) {
+  torch::NoGradGuard no_grad;
+  auto x = torch::randn({4, 3, 224, 224});
+  std::vector<std::unique_ptr<rala::ProbeCollector>> sinks;
+  model().set_probe_sinks([&](int64_t, int64_t) {
+    sinks.push_back(std::make_unique<rala::ProbeCollector>(
+        std::set<rala::Probe>{rala::Probe::kv_buffer, rala::Probe::output, rala::Probe::output_gated}));
+    return sinks.back().get();
+  });
+  model().forward(x);
+  model().set_probe_sinks(nullptr);
+  std::vector<torch::Tensor> stacks;
+  for (const auto& sink : sinks)
+    for (auto p : {rala::Probe::kv_buffer, rala::Probe::output, rala::Probe::output_gated})
+      if (sink->has(p)) {
+        const auto& v = sink->get(p);  // (B, heads, m, n)
+        stacks.push_back(v.reshape({-1, v.size(2), v.size(3)}));
+      }
+  int64_t matrices = 0;
+  for (auto _ : state)
+    for (const auto& m : stacks) matrices += static_cast<int64_t>(rala::singular_values_batched(m).size());
+  state.counters["matrices_per_batch"] = static_cast<double>(matrices) / static_cast<double>(state.iterations());
+}
+
 BENCHMARK(BM_Forward)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
 // Arg: 0 = kv_buffer + output + output_gated (the issue's configuration), 1/2/3 = one probe alone.
 BENCHMARK(BM_ForwardWithRankAnalysis)->Arg(0)->Arg(1)->Arg(2)->Arg(3)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+BENCHMARK(BM_SpectraOnly)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
 
 }  // namespace
 
