@@ -130,12 +130,14 @@ double inference_throughput(AnyModel& model, int64_t batch, int64_t size, int it
 }
 
 /// Mean over layers of stages 0–1 of one probe's per-layer mean (weighted by count) — the stages every configuration
-/// except SSSS makes linear. NaN when no such layer records the probe (kv_buffer of softmax).
+/// except SSSS makes linear. NaN when no such layer records the probe (kv_buffer of softmax). Layers are named
+/// "<stage>.<block>" (RecorderLayer::name).
 double stage01_mean(const RankSummary& s, const std::string& probe, bool effective) {
   double sum = 0;
   int64_t count = 0;
   for (const auto& [layer, per_probe] : s) {
-    if (!(layer.rfind("0.", 0) == 0 || layer.rfind("1.", 0) == 0)) continue;
+    const int64_t stage = std::stoll(layer.substr(0, layer.find('.')));
+    if (stage > 1) continue;
     auto p = per_probe.find(probe);
     if (p == per_probe.end()) continue;
     const RunningStat& st = effective ? p->second.effective_rank : p->second.rank;
@@ -311,13 +313,13 @@ ResultsTable run_ablation(const AblationPreset& preset, int64_t seeds, const std
       ra.batch_size = 32;
       ra.image_size = preset.train.image_size;
       ra.quiet = true;
-      const auto summary = run_rank(ra, "", (fs::path(out) / "rank" / (run_name + ".h5")).string());
+      LoadedModel loaded;  // the trained model, loaded once for the rank analysis and the rest of the row
+      const auto summary = run_rank(ra, "", (fs::path(out) / "rank" / (run_name + ".h5")).string(), &loaded);
       for (const char* probe : kProbes) {
         ranks[std::string(probe) + "_rank"].push_back(stage01_mean(summary, probe, false));
         ranks[std::string(probe) + "_effective_rank"].push_back(stage01_mean(summary, probe, true));
       }
 
-      auto loaded = load_model(ra.model);
       const int64_t size = preset.train.image_size > 0 ? preset.train.image_size : loaded.model->default_image_size();
       params = loaded.model->parameters();
       gmacs = static_cast<double>(loaded.model->macs(size, size).with_matmuls) / 1e9;

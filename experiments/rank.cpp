@@ -49,7 +49,7 @@ std::string results_path(const RankArgs& a, const std::string& preset, const std
 
 }  // namespace
 
-RankSummary run_rank(const RankArgs& a, const std::string& pattern, const std::string& path) {
+RankSummary run_rank(const RankArgs& a, const std::string& pattern, const std::string& path, LoadedModel* analysed) {
   ModelFlags flags = a.model;
   if (!pattern.empty()) flags.pattern = pattern;
   auto loaded = load_model(flags);
@@ -104,6 +104,7 @@ RankSummary run_rank(const RankArgs& a, const std::string& pattern, const std::s
                    model.pattern().c_str(), names.size(), progress.rate(), path.c_str());
   }
   target.commit();
+  if (analysed != nullptr) *analysed = std::move(loaded);
   return summary;
 }
 

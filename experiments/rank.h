@@ -36,8 +36,10 @@ struct RankArgs {
 using RankSummary = std::map<std::string, std::map<std::string, ProbeSummary>>;
 
 /// Runs the rank analysis of one pattern ("" = the model's/checkpoint's) and writes the results file at `path`
-/// atomically (nothing at `path` on error). Returns the summary printed by `rala rank`.
-RankSummary run_rank(const RankArgs& args, const std::string& pattern, const std::string& path);
+/// atomically (nothing at `path` on error). Returns the summary printed by `rala rank`. If `analysed` is given, it
+/// receives the model that was analysed (eval mode, no probe sinks), so a caller need not load it a second time.
+RankSummary run_rank(const RankArgs& args, const std::string& pattern, const std::string& path,
+                     LoadedModel* analysed = nullptr);
 
 /// Registers the `rank` subcommand on app.
 void add_rank_command(CLI::App& app);
