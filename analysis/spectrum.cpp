@@ -95,55 +95,63 @@ void dgesdd_(const char* jobz, const int* m, const int* n, double* a, const int*
              size_t jobz_len);
 }
 
-/// Per-thread LAPACK workspace, grown on demand and reused across matrices and calls (no allocation per matrix).
+/// Per-thread LAPACK workspace, sized once per stack by size_workspace() and reused across its matrices.
 struct LapackWork {
   std::vector<double> a, r, tau, s, work;
   std::vector<int> iwork;
 };
 
-/// Singular values of the column-major tall matrix in w.a (rows ≥ cols), into w.s (descending). `reduce`: QR first,
-/// then the SVD of R. Returns LAPACK's info of the SVD (> 0: not converged).
-int tall_singular_values(LapackWork& w, int rows, int cols, bool reduce) {
-  int info = 0;
-  double* target = w.a.data();
-  int lda = rows, m = rows;
+/// Sizes every buffer for rows×cols matrices (rows ≥ cols): LAPACK's own workspace queries, once per thread and stack
+/// (the answer depends only on the shape).
+void size_workspace(LapackWork& w, int rows, int cols, bool reduce) {
+  w.a.resize(static_cast<size_t>(rows) * cols);
+  w.tau.resize(cols);
+  w.r.resize(static_cast<size_t>(cols) * cols);
+  w.s.resize(cols);
+  w.iwork.resize(8 * static_cast<size_t>(cols));
+  int info = 0, query_size = -1, one = 1;
+  double query = 0;
+  int lwork = 1;
   if (reduce) {
-    w.tau.resize(cols);
-    int lwork = -1;
-    double query = 0;
-    dgeqrf_(&rows, &cols, w.a.data(), &rows, w.tau.data(), &query, &lwork, &info);
-    lwork = std::max(1, static_cast<int>(query));
-    if (static_cast<int>(w.work.size()) < lwork) w.work.resize(lwork);
+    dgeqrf_(&rows, &cols, w.a.data(), &rows, w.tau.data(), &query, &query_size, &info);
+    lwork = std::max(lwork, static_cast<int>(query));
+  }
+  const int m = reduce ? cols : rows;
+  dgesdd_("N", &m, &cols, reduce ? w.r.data() : w.a.data(), &m, w.s.data(), nullptr, &one, nullptr, &one, &query,
+          &query_size, w.iwork.data(), &info, 1);
+  lwork = std::max(lwork, static_cast<int>(query));
+  if (static_cast<int>(w.work.size()) < lwork) w.work.resize(lwork);
+}
+
+/// Singular values of the column-major tall matrix in w.a (rows ≥ cols; workspace sized by size_workspace), into w.s
+/// (descending). `reduce`: QR first, then the SVD of R. Returns LAPACK's info of the SVD (> 0: not converged).
+int tall_singular_values(LapackWork& w, int rows, int cols, bool reduce) {
+  int info = 0, one = 1;
+  const int lwork = static_cast<int>(w.work.size());
+  double* target = w.a.data();
+  int m = rows;
+  if (reduce) {
     dgeqrf_(&rows, &cols, w.a.data(), &rows, w.tau.data(), w.work.data(), &lwork, &info);
     TORCH_CHECK(info == 0, "singular_values_batched: dgeqrf rejected argument ", -info);
     // R: the upper triangle of the top cols×cols block (column-major, leading dimension rows).
-    w.r.assign(static_cast<size_t>(cols) * cols, 0.0);
+    std::fill(w.r.begin(), w.r.end(), 0.0);
     for (int j = 0; j < cols; ++j)
       std::copy(w.a.data() + static_cast<size_t>(j) * rows, w.a.data() + static_cast<size_t>(j) * rows + j + 1,
                 w.r.data() + static_cast<size_t>(j) * cols);
     target = w.r.data();
-    lda = m = cols;
+    m = cols;
   }
-  w.s.resize(cols);
-  w.iwork.resize(8 * static_cast<size_t>(cols));
-  int one = 1, lwork = -1;
-  double query = 0;
-  dgesdd_("N", &m, &cols, target, &lda, w.s.data(), nullptr, &one, nullptr, &one, &query, &lwork, w.iwork.data(),
-          &info, 1);
-  lwork = std::max(1, static_cast<int>(query));
-  if (static_cast<int>(w.work.size()) < lwork) w.work.resize(lwork);
-  dgesdd_("N", &m, &cols, target, &lda, w.s.data(), nullptr, &one, nullptr, &one, w.work.data(), &lwork,
+  dgesdd_("N", &m, &cols, target, &m, w.s.data(), nullptr, &one, nullptr, &one, w.work.data(), &lwork,
           w.iwork.data(), &info, 1);
   TORCH_CHECK(info >= 0, "singular_values_batched: dgesdd rejected argument ", -info);
   return info;
 }
 
-/// Matrix `i` of a contiguous (K, m, n) row-major stack, as a tall column-major float64 matrix in w.a: Aᵀ when
-/// m < n (the row-major bytes of A are already the column-major Aᵀ), a transposing copy of A otherwise. False if
-/// an entry is not finite.
+/// Matrix `i` of a contiguous (K, m, n) row-major stack, as a tall column-major float64 matrix in w.a (sized by
+/// size_workspace): Aᵀ when m < n (the row-major bytes of A are already the column-major Aᵀ), a transposing copy of
+/// A otherwise. False if an entry is not finite.
 template <typename T>
 bool load_tall(LapackWork& w, const T* src, int64_t m, int64_t n) {
-  w.a.resize(static_cast<size_t>(m * n));
   double* dst = w.a.data();
   bool finite = true;
   if (m < n) {
@@ -174,6 +182,7 @@ std::vector<Spectrum> singular_values_batched(const torch::Tensor& matrices) {
   // (OpenBLAS runs single-threaded inside these threads), so the stack is spread over LibTorch's threads.
   at::parallel_for(0, K, 1, [&](int64_t begin, int64_t end) {
     thread_local LapackWork w;
+    size_workspace(w, rows, cols, reduce);
     for (int64_t i = begin; i < end; ++i) {
       Spectrum& s = out[i];
       s.rows = m;
