@@ -441,6 +441,11 @@ std::vector<T> read_numeric_attr(H5::H5File& file, const std::string& norm, cons
 
 }  // namespace
 
+void File::prepare_slot(H5::H5File& f, const std::string& norm) {
+  if (open_) open_->by_path.erase(norm);  // the dataset there is about to be replaced: close our append handle first
+  prepare_dataset_slot(f, norm, path_);
+}
+
 // ------------------------------------------------------------------------------------------------------------------
 // File: structure
 
@@ -542,8 +547,7 @@ void File::write(const std::string& dataset_path, const torch::Tensor& t, bool c
   const torch::Tensor data = t.detach().to(torch::kCPU).contiguous();
   const TypeMap map = type_map(data.scalar_type());
   translate("cannot write " + in_file(norm, path_), [&] {
-    if (open_) open_->by_path.erase(norm);  // about to be replaced: close our handle first
-    prepare_dataset_slot(f, norm, path_);
+    prepare_slot(f, norm);
     const std::vector<hsize_t> dims(data.sizes().begin(), data.sizes().end());
     const H5::DataSpace space = dims.empty() ? H5::DataSpace(H5S_SCALAR)
                                              : H5::DataSpace(static_cast<int>(dims.size()), dims.data());
@@ -566,8 +570,7 @@ void File::write_strings(const std::string& dataset_path, const std::vector<std:
   const std::string norm = dataset_path_checked(dataset_path, path_);
   require_writable(mode_, norm, path_);
   translate("cannot write strings " + in_file(norm, path_), [&] {
-    if (open_) open_->by_path.erase(norm);  // about to be replaced: close our handle first
-    prepare_dataset_slot(f, norm, path_);
+    prepare_slot(f, norm);
     const hsize_t n = values.size();
     const H5::DataSpace space(1, &n);
     const H5::StrType type = vlen_utf8();
@@ -635,8 +638,7 @@ void File::create_extendible(const std::string& dataset_path, torch::ScalarType 
   }
   const TypeMap map = type_map(dtype);
   translate("cannot create extendible dataset " + in_file(norm, path_), [&] {
-    if (open_) open_->by_path.erase(norm);  // about to be replaced: close our handle first
-    prepare_dataset_slot(f, norm, path_);
+    prepare_slot(f, norm);
     std::vector<hsize_t> dims{0};
     std::vector<hsize_t> maxdims{H5S_UNLIMITED};
     std::vector<hsize_t> chunk{static_cast<hsize_t>(chunk_rows)};

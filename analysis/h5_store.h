@@ -119,6 +119,8 @@ class File {
  private:
   struct OpenDatasets;  ///< datasets append() keeps open, so their chunk caches live between appends
   void close_datasets() noexcept;
+  /// Parent groups of `norm` created, an existing dataset there closed (if append() holds it) and unlinked.
+  void prepare_slot(H5::H5File& f, const std::string& norm);
   std::string path_;
   Mode mode_;
   std::unique_ptr<H5::H5File> file_;
