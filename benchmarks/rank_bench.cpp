@@ -16,6 +16,9 @@
 
 namespace {
 
+/// The probes of issue 4's configuration.
+const std::set<rala::Probe> kIssueProbes{rala::Probe::kv_buffer, rala::Probe::output, rala::Probe::output_gated};
+
 rala::AnyModel& model() {
   static rala::AnyModel m("ravlt_t", "RRSS");
   static bool once = [] {
@@ -66,15 +69,14 @@ void BM_SpectraOnly(benchmark::State& state) {
   auto x = torch::randn({4, 3, 224, 224});
   std::vector<std::unique_ptr<rala::ProbeCollector>> sinks;
   model().set_probe_sinks([&](int64_t, int64_t) {
-    sinks.push_back(std::make_unique<rala::ProbeCollector>(
-        std::set<rala::Probe>{rala::Probe::kv_buffer, rala::Probe::output, rala::Probe::output_gated}));
+    sinks.push_back(std::make_unique<rala::ProbeCollector>(kIssueProbes));
     return sinks.back().get();
   });
   model().forward(x);
   model().set_probe_sinks(nullptr);
   std::vector<torch::Tensor> stacks;
   for (const auto& sink : sinks)
-    for (auto p : {rala::Probe::kv_buffer, rala::Probe::output, rala::Probe::output_gated})
+    for (auto p : kIssueProbes)
       if (sink->has(p)) {
         const auto& v = sink->get(p);  // (B, heads, m, n)
         stacks.push_back(v.reshape({-1, v.size(2), v.size(3)}));
