@@ -168,6 +168,7 @@ void ProbeRecorder::flush_batch(int64_t batch) {
         store_->set_attr(g, "stage", L.stage);
         store_->set_attr(g, "block", L.block);
         store_->set_attr(g, "variant", L.variant);
+        store_->set_attr(g, "settings", L.settings);
         store_->set_attr(g, "heads", L.heads);
         store_->set_attr(g, "head_dim", L.head_dim);
         store_->set_attr(g, "tokens", sink.height * sink.width);

@@ -32,6 +32,7 @@ struct RecorderLayer {
   int64_t stage = 0, block = 0;
   std::string variant;
   int64_t heads = 0, head_dim = 0;
+  std::string settings;  ///< the layer's effective settings ("alpha=1 gate=1 rope=1 lepe=1")
 };
 
 struct RecorderOptions {

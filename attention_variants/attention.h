@@ -12,6 +12,9 @@
 #include <map>
 #include <set>
 #include <string>
+#include <vector>
+
+#include "attention_variants/settings.h"
 
 namespace rala {
 
@@ -91,46 +94,28 @@ struct AttentionContext {
   static AttentionContext for_input(const torch::Tensor& x, int64_t head_dim, ProbeSink* probes = nullptr);
 };
 
-/// How cosFormer indexes tokens on a 2-D grid (see cosformer.h).
-enum class CosformerIndex { separable_2d, raster_1d };
-/// Where the linear-attention ε sits: added to φq·Σφk (Katharopoulos), added to φq·mean φk (FLatten / MLLA / RALA
-/// code), or as a floor max(φq·Σφk, ε) (cosFormer's clamp_min).
-enum class Normalizer { sum, mean, sum_clamp };
-/// "sum", "mean", "sum_clamp".
-const char* normalizer_name(Normalizer n);
-
-/// Options for every variant. Fields a variant does not use are ignored by it (documented per field).
+/// Options of one attention layer: its width, its heads, and `key=value` settings that the variant validates against
+/// its own schema when it is built (attention_variants/settings.h; `rala info` lists every variant's settings).
+///   rala::AttentionOptions(64, 2).set("alpha", false)            // RALA without α
+///   rala::AttentionOptions(64, 2).set("chunk", 16)               // TransNormer-diag with 16-token chunks
 struct AttentionOptions {
   AttentionOptions(int64_t dim, int64_t heads) : dim_(dim), heads_(heads) {}
   /// Channels C (= heads · head_dim).
   TORCH_ARG(int64_t, dim);
   /// Number of heads h.
   TORCH_ARG(int64_t, heads);
-  /// RALA: α token re-weighting of the keys (off: uniform weights, the plain mean-normalised linear attention).
-  TORCH_ARG(bool, alpha) = true;
-  /// RALA and softmax: multiply the output by the linear gate o (off: no o projection at all).
-  TORCH_ARG(bool, gate) = true;
-  /// RALA and softmax: 2-D RoPE on q, k (RALA: numerator only).
-  TORCH_ARG(bool, rope) = true;
-  /// RALA and softmax: 5×5 depthwise LePE on v added to the output.
-  TORCH_ARG(bool, lepe) = true;
-  /// Linear (L): ε placement, Katharopoulos `sum` by default.
-  TORCH_ARG(Normalizer, normalizer) = Normalizer::sum;
-  /// Focused (F): focusing power p.
-  TORCH_ARG(int64_t, focusing_factor) = 3;
-  /// Focused (F): kernel of the depthwise conv on v (shared across heads).
-  TORCH_ARG(int64_t, dwc_kernel) = 5;
-  /// Focused (F): > 0 adds FLatten's learnable absolute positional encoding on k for exactly this many tokens.
-  TORCH_ARG(int64_t, position_tokens) = 0;
-  /// cosFormer (C): token index convention.
-  TORCH_ARG(CosformerIndex, cosformer_index) = CosformerIndex::separable_2d;
-};
+  /// Settings in the order given; later ones win.
+  TORCH_ARG(std::vector<SettingPair>, settings) = {};
 
-/// Apply one `key=value` setting (e.g. "alpha=0", "cosformer_index=raster_1d") to options; throws on an unknown key
-/// or a malformed value, naming both and listing what is accepted.
-void apply_option(AttentionOptions& options, const std::string& setting);
-/// A one-line description of the options a variant uses ("alpha=1 gate=1 rope=1 lepe=1").
-std::string describe_options(const AttentionOptions& options);
+ public:
+  /// Appends one setting (validated when the variant is built).
+  AttentionOptions& set(const std::string& key, const std::string& value);
+  AttentionOptions& set(const std::string& key, const char* value) { return set(key, std::string(value)); }
+  AttentionOptions& set(const std::string& key, bool value) { return set(key, std::string(value ? "1" : "0")); }
+  AttentionOptions& set(const std::string& key, int value) { return set(key, std::to_string(value)); }
+  AttentionOptions& set(const std::string& key, int64_t value) { return set(key, std::to_string(value)); }
+  AttentionOptions& set(const std::string& key, double value);
+};
 
 enum class Variant : int;
 
@@ -145,16 +130,23 @@ class AttentionBase : public torch::nn::Module {
  public:
   /// x: (B, C, H, W) with H·W = N; returns (B, C, H, W).
   virtual torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx) = 0;
-  virtual Variant variant() const = 0;
+  Variant variant() const { return variant_; }
   /// Whether forward() reads ctx.rope_sin / rope_cos.
   virtual bool uses_rope() const { return false; }
   /// MACs of one image on an H×W grid (analytic, per-module formulas).
   virtual AttentionMacs macs(int64_t height, int64_t width) const = 0;
   const AttentionOptions& options() const { return options_; }
+  /// The layer's effective settings (the variant's defaults with options().settings() applied).
+  const Settings& settings() const { return settings_; }
+  int64_t dim() const { return options_.dim(); }
+  int64_t heads() const { return options_.heads(); }
 
  protected:
-  explicit AttentionBase(AttentionOptions options);
+  /// Validates options.settings() against the variant's schema (throws one line naming the setting and the variant).
+  AttentionBase(AttentionOptions options, Variant variant);
   AttentionOptions options_;
+  Variant variant_;
+  Settings settings_;
 };
 
 }  // namespace rala

@@ -2,6 +2,21 @@
 
 namespace rala {
 
+const char* normalizer_name(Normalizer n) {
+  switch (n) {
+    case Normalizer::sum: return "sum";
+    case Normalizer::mean: return "mean";
+    case Normalizer::sum_clamp: return "sum_clamp";
+  }
+  return "?";
+}
+
+Normalizer normalizer_from_name(const std::string& name) {
+  for (auto n : {Normalizer::sum, Normalizer::mean, Normalizer::sum_clamp})
+    if (name == normalizer_name(n)) return n;
+  TORCH_CHECK(false, "unknown normalizer '", name, "' (expected sum, mean or sum_clamp)");
+}
+
 void check_head_split(int64_t dim, int64_t heads, const char* variant_name) {
   TORCH_CHECK(dim > 0 && heads > 0, variant_name, ": channels (", dim, ") and heads (", heads, ") must be positive");
   TORCH_CHECK(dim % heads == 0, variant_name, ": channels (", dim, ") must be divisible by heads (", heads, ")");

@@ -8,6 +8,14 @@
 
 namespace rala {
 
+/// Where the linear-attention ε sits: added to φq·Σφk (Katharopoulos), added to φq·mean φk (FLatten / MLLA / RALA
+/// code), or as a floor max(φq·Σφk, ε) (cosFormer's clamp_min).
+enum class Normalizer { sum, mean, sum_clamp };
+/// "sum", "mean", "sum_clamp".
+const char* normalizer_name(Normalizer n);
+/// From its name; throws listing the accepted names.
+Normalizer normalizer_from_name(const std::string& name);
+
 /// Checks x is (B, C, H, W) with C == options.dim and a non-empty grid; throws naming the violated condition.
 void check_attention_input(const torch::Tensor& x, const AttentionOptions& options, const char* variant_name);
 /// Checks dim % heads == 0 (and dim, heads > 0); throws naming the values.

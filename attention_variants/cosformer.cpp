@@ -6,10 +6,20 @@
 
 namespace rala {
 
-CosformerAttentionImpl::CosformerAttentionImpl(AttentionOptions options)
-    : ProjectedAttention(options, /*gated=*/false, /*with_lepe=*/false, "cosFormer") {}
+const SettingsSchema& CosformerAttentionImpl::schema() {
+  static const SettingsSchema s = {choice_setting(
+      "cosformer_index", "separable_2d", {"separable_2d", "raster_1d"},
+      "token index: separable_2d = Vicinity's 2-D sum form (rows, columns), raster_1d = cosFormer's 1-D module on the "
+      "raster order")};
+  return s;
+}
 
-Variant CosformerAttentionImpl::variant() const { return Variant::cosformer; }
+CosformerAttentionImpl::CosformerAttentionImpl(AttentionOptions options)
+    : ProjectedAttention(std::move(options), Variant::cosformer, "cosFormer"),
+      index_(settings_.choice("cosformer_index") == "raster_1d" ? CosformerIndex::raster_1d
+                                                                : CosformerIndex::separable_2d) {
+  build_projections(/*gated=*/false, /*with_lepe=*/false);
+}
 
 torch::Tensor CosformerAttentionImpl::angles(CosformerIndex index, int64_t height, int64_t width,
                                              const torch::TensorOptions& options) {
@@ -34,7 +44,7 @@ torch::Tensor CosformerAttentionImpl::reweight(const torch::Tensor& x, const tor
 
 torch::Tensor CosformerAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
   auto p = project(x);
-  const auto index = options_.cosformer_index();
+  const auto index = index_;
   auto theta = angles(index, x.size(2), x.size(3), x.options());
   auto q = reweight(torch::relu(p.q), theta, index);  // (B, h, N, 4d | 2d)
   auto k = reweight(torch::relu(p.k), theta, index);
@@ -48,7 +58,7 @@ torch::Tensor CosformerAttentionImpl::forward(const torch::Tensor& x, const Atte
 
 int64_t CosformerAttentionImpl::matmul_macs(int64_t tokens) const {
   // re-weighted features of width f = 2d (1-D) or 4d (2-D): kv and q̃·kv: 2·N·f·C; normaliser: N·f·h
-  const int64_t f = (options_.cosformer_index() == CosformerIndex::raster_1d ? 2 : 4) * head_dim();
+  const int64_t f = (index_ == CosformerIndex::raster_1d ? 2 : 4) * head_dim();
   return 2 * tokens * f * options_.dim() + tokens * f * options_.heads();
 }
 

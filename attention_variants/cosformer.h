@@ -21,11 +21,15 @@
 
 namespace rala {
 
+/// How cosFormer indexes tokens on a 2-D grid (setting `cosformer_index`).
+enum class CosformerIndex { separable_2d, raster_1d };
+
 class CosformerAttentionImpl : public ProjectedAttention {
  public:
   explicit CosformerAttentionImpl(AttentionOptions options);
   torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx) override;
-  Variant variant() const override;
+  /// The settings this variant owns (keys, defaults, accepted values).
+  static const SettingsSchema& schema();
 
  protected:
   int64_t matmul_macs(int64_t tokens) const override;
@@ -37,6 +41,10 @@ class CosformerAttentionImpl : public ProjectedAttention {
   static torch::Tensor angles(CosformerIndex index, int64_t height, int64_t width, const torch::TensorOptions& options);
   /// Re-weighted features: x (B, h, N, d) → (B, h, N, 2d | 4d).
   static torch::Tensor reweight(const torch::Tensor& x, const torch::Tensor& angles, CosformerIndex index);
+  CosformerIndex index() const { return index_; }
+
+ private:
+  CosformerIndex index_;
 };
 TORCH_MODULE(CosformerAttention);
 

@@ -4,16 +4,27 @@
 
 namespace rala {
 
-FocusedAttentionImpl::FocusedAttentionImpl(AttentionOptions options)
-    : ProjectedAttention(options, /*gated=*/false, /*with_lepe=*/false, "focused linear attention") {
-  const int64_t C = options_.dim();
-  scale = register_parameter("scale", torch::zeros({1, 1, C}));
-  if (options_.position_tokens() > 0)
-    positional_encoding = register_parameter("positional_encoding", torch::zeros({1, options_.position_tokens(), C}));
-  dwc = register_module("dwc", depthwise(head_dim(), options_.dwc_kernel()));
+const SettingsSchema& FocusedAttentionImpl::schema() {
+  static const SettingsSchema s = {
+      integer_setting("focusing_factor", 3, 1, 64, "focusing power p of f_p(x) = ‖x‖·x^p/‖x^p‖"),
+      integer_setting("dwc_kernel", 5, 1, 31, "kernel of the depthwise conv on v (shared across heads)", /*odd=*/true),
+      integer_setting("position_tokens", 0, 0, int64_t{1} << 24,
+                      "> 0: FLatten's learnable absolute positional encoding on k for exactly this many tokens")};
+  return s;
 }
 
-Variant FocusedAttentionImpl::variant() const { return Variant::focused; }
+FocusedAttentionImpl::FocusedAttentionImpl(AttentionOptions options)
+    : ProjectedAttention(std::move(options), Variant::focused, "focused linear attention"),
+      focusing_factor_(settings_.integer("focusing_factor")),
+      dwc_kernel_(settings_.integer("dwc_kernel")) {
+  build_projections(/*gated=*/false, /*with_lepe=*/false);
+  const int64_t C = options_.dim();
+  const int64_t position_tokens = settings_.integer("position_tokens");
+  scale = register_parameter("scale", torch::zeros({1, 1, C}));
+  if (position_tokens > 0)
+    positional_encoding = register_parameter("positional_encoding", torch::zeros({1, position_tokens, C}));
+  dwc = register_module("dwc", depthwise(head_dim(), dwc_kernel_));
+}
 
 namespace {
 /// Tokens of channels [c0, c0 + C) of a (B, *, H, W) map: (B, N, C), raster order.
@@ -45,8 +56,8 @@ torch::Tensor FocusedAttentionImpl::forward(const torch::Tensor& x, const Attent
   auto s = torch::softplus(scale);
   q = (torch::relu(q) + kEps) / s;
   k = (torch::relu(k) + kEps) / s;
-  q = heads_of(focus(q, options_.focusing_factor()), h);  // (B, h, N, d)
-  k = heads_of(focus(k, options_.focusing_factor()), h);
+  q = heads_of(focus(q, focusing_factor_), h);  // (B, h, N, d)
+  k = heads_of(focus(k, focusing_factor_), h);
   auto r = linear_attention(q, k, q, k, p.v, Normalizer::mean, kEps);
   emit_probe(ctx, Probe::kv_buffer, r.kv);
   emit_probe(ctx, Probe::normalizer_z, r.z.squeeze(-1));
@@ -65,7 +76,7 @@ int64_t FocusedAttentionImpl::matmul_macs(int64_t tokens) const {
 
 int64_t FocusedAttentionImpl::extra_projection_macs(int64_t tokens) const {
   // DWC over the d channels of every head: k²·C·N
-  return options_.dwc_kernel() * options_.dwc_kernel() * options_.dim() * tokens;
+  return dwc_kernel_ * dwc_kernel_ * options_.dim() * tokens;
 }
 
 }  // namespace rala

@@ -22,7 +22,8 @@ class FocusedAttentionImpl : public ProjectedAttention {
  public:
   explicit FocusedAttentionImpl(AttentionOptions options);
   torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx) override;
-  Variant variant() const override;
+  /// The settings this variant owns (keys, defaults, accepted values).
+  static const SettingsSchema& schema();
 
  protected:
   int64_t matmul_macs(int64_t tokens) const override;
@@ -34,6 +35,9 @@ class FocusedAttentionImpl : public ProjectedAttention {
   torch::Tensor scale;                ///< (1, 1, C)
   torch::Tensor positional_encoding;  ///< (1, position_tokens, C), undefined when position_tokens == 0
   torch::nn::Conv2d dwc{nullptr};     ///< (d, 1, k, k)
+
+ private:
+  int64_t focusing_factor_, dwc_kernel_;
 };
 TORCH_MODULE(FocusedAttention);
 

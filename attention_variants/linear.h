@@ -19,13 +19,17 @@ class LinearAttentionImpl : public ProjectedAttention {
  public:
   explicit LinearAttentionImpl(AttentionOptions options);
   torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx) override;
-  Variant variant() const override;
+  /// The settings this variant owns (keys, defaults, accepted values).
+  static const SettingsSchema& schema();
 
  protected:
   int64_t matmul_macs(int64_t tokens) const override;
 
  public:
   static constexpr double kEps = 1e-6;
+
+ private:
+  Normalizer normalizer_;
 };
 TORCH_MODULE(LinearAttention);
 

@@ -2,10 +2,14 @@
 
 namespace rala {
 
-ProjectedAttention::ProjectedAttention(AttentionOptions options, bool gated, bool with_lepe, const char* variant_name)
-    : AttentionBase(std::move(options)), variant_name_(variant_name), gated_(gated) {
+ProjectedAttention::ProjectedAttention(AttentionOptions options, Variant variant, const char* variant_name)
+    : AttentionBase(std::move(options), variant), variant_name_(variant_name) {
+  check_head_split(options_.dim(), options_.heads(), variant_name);
+}
+
+void ProjectedAttention::build_projections(bool gated, bool with_lepe) {
   const int64_t C = options_.dim();
-  check_head_split(C, options_.heads(), variant_name);
+  gated_ = gated;
   qkv_ = register_module(gated ? "qkvo" : "qkv", conv1x1(C, (gated ? 4 : 3) * C));
   if (with_lepe) lepe_ = register_module("lepe", depthwise(C, 5));
   proj_ = register_module("proj", conv1x1(C, C));

@@ -28,8 +28,10 @@ class ProjectedAttention : public AttentionBase {
   AttentionMacs macs(int64_t height, int64_t width) const override;
 
  protected:
+  /// Checks the head split; the derived constructor then calls build_projections() with its settings.
+  ProjectedAttention(AttentionOptions options, Variant variant, const char* variant_name);
   /// Registers the projections; `gated` adds the o rows, `with_lepe` the 5×5 depthwise conv on v.
-  ProjectedAttention(AttentionOptions options, bool gated, bool with_lepe, const char* variant_name);
+  void build_projections(bool gated, bool with_lepe);
   /// Checks x and returns q, k, v split into heads (and the raw v and o maps).
   Projected project(const torch::Tensor& x);
   /// res (B, h, N, d) → emits `output`; adds LePE(v), applies the gate, emits `output_gated`; 1×1 proj → (B, C, H, W).
@@ -43,7 +45,7 @@ class ProjectedAttention : public AttentionBase {
   virtual int64_t extra_projection_macs(int64_t tokens) const { return 0; }
 
   const char* variant_name_;
-  bool gated_;
+  bool gated_ = false;
   torch::nn::Conv2d qkv_{nullptr}, lepe_{nullptr}, proj_{nullptr};
 };
 

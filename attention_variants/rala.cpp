@@ -4,20 +4,30 @@
 
 namespace rala {
 
+const SettingsSchema& RalaAttentionImpl::schema() {
+  static const SettingsSchema s = {
+      flag_setting("alpha", true, "α token re-weighting of the keys (off: uniform weights)"),
+      flag_setting("gate", true, "multiply the output by the linear gate o (off: no o projection, qkv has 3C rows)"),
+      flag_setting("rope", true, "2-D RoPE on φ(q), φ(k) in the numerator"),
+      flag_setting("lepe", true, "5×5 depthwise LePE on v added to the output")};
+  return s;
+}
+
 RalaAttentionImpl::RalaAttentionImpl(AttentionOptions options)
-    : ProjectedAttention(options, options.gate(), options.lepe(), "RALA") {
-  if (options_.rope())
+    : ProjectedAttention(std::move(options), Variant::rala, "RALA"),
+      alpha_(settings_.flag("alpha")),
+      rope_(settings_.flag("rope")) {
+  build_projections(settings_.flag("gate"), settings_.flag("lepe"));
+  if (rope_)
     TORCH_CHECK(head_dim() % 4 == 0, "RALA: RoPE needs a head dim divisible by 4, got ", head_dim(), " (channels ",
                 options_.dim(), ", heads ", options_.heads(), ")");
 }
-
-Variant RalaAttentionImpl::variant() const { return Variant::rala; }
 
 torch::Tensor RalaAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
   auto p = project(x);
   const int64_t N = x.size(2) * x.size(3);
   auto q = elu_feature(p.q), k = elu_feature(p.k);  // (B, h, N, d)
-  if (options_.alpha()) {
+  if (alpha_) {
     const double scale = std::pow(static_cast<double>(head_dim()), -0.5);
     auto logits = torch::matmul(q.mean(-2, true) * scale, k.transpose(-2, -1));  // (B, h, 1, N)
     auto alpha = torch::softmax(logits, -1).transpose(-2, -1);                  // (B, h, N, 1)
@@ -25,7 +35,7 @@ torch::Tensor RalaAttentionImpl::forward(const torch::Tensor& x, const Attention
     k = k * (alpha * static_cast<double>(N));
   }
   auto q_num = q, k_num = k;
-  if (options_.rope()) {
+  if (rope_) {
     auto tables = context_rope(ctx, head_dim(), x);
     q_num = theta_shift(q, tables.sin, tables.cos);
     k_num = theta_shift(k, tables.sin, tables.cos);
@@ -40,7 +50,7 @@ torch::Tensor RalaAttentionImpl::forward(const torch::Tensor& x, const Attention
 
 int64_t RalaAttentionImpl::matmul_macs(int64_t tokens) const {
   // α logits mean(φQ)·φ(K)ᵀ: N·C; kv and RoPE(φQ)·kv: 2·N·d·C; normaliser: N·C
-  const int64_t alpha = options_.alpha() ? tokens * options_.dim() : 0;
+  const int64_t alpha = alpha_ ? tokens * options_.dim() : 0;
   return alpha + 2 * tokens * head_dim() * options_.dim() + tokens * options_.dim();
 }
 

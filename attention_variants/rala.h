@@ -23,14 +23,18 @@ class RalaAttentionImpl : public ProjectedAttention {
  public:
   explicit RalaAttentionImpl(AttentionOptions options);
   torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx) override;
-  Variant variant() const override;
+  /// The settings this variant owns (keys, defaults, accepted values).
+  static const SettingsSchema& schema();
 
  protected:
   int64_t matmul_macs(int64_t tokens) const override;
 
  public:
-  bool uses_rope() const override { return options_.rope(); }
+  bool uses_rope() const override { return rope_; }
   static constexpr double kEps = 1e-6;
+
+ private:
+  bool alpha_, rope_;
 };
 TORCH_MODULE(RalaAttention);
 

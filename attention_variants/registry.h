@@ -1,12 +1,14 @@
 #pragma once
 /// \file registry.h
 /// The variant registry: an enum, a name table checked against it at compile time, and one factory.
-/// Pattern letters (one per stage): S softmax, L linear, F focused, C cosFormer, R RALA. `RRSS` is the official RAVLT.
+/// Patterns name one variant per stage, by letter (`RRSS`, the official RAVLT) or by name, comma-separated
+/// (`transnormer_diag,transnormer_diag,transnormer,transnormer`); letters and names can be mixed in the comma form.
 ///
 /// Usage:
 ///   auto v = rala::variant_from_name("rala");                 // or "R"
-///   auto attn = rala::make_attention(v, rala::AttentionOptions(64, 2).alpha(false));
+///   auto attn = rala::make_attention(v, rala::AttentionOptions(64, 2).set("alpha", false));
 ///   auto stages = rala::parse_pattern("RRSS", 4);             // {rala, rala, softmax, softmax}
+///   auto per_stage = rala::distribute_settings(stages, {"rala.alpha=0", "gate=0"});
 
 #include <array>
 #include <memory>
@@ -58,9 +60,24 @@ const VariantInfo& variant_info(Variant v);
 Variant variant_from_name(const std::string& name);
 /// By pattern letter; throws listing the known letters.
 Variant variant_from_letter(char letter);
-/// "RRSS" → one variant per stage; throws if the length is not `stages` or a letter is unknown.
+/// "RRSS" (letters) or "rala,rala,softmax,softmax" (names or letters, comma-separated) → one variant per stage; a single
+/// name ("hedgehog") is one entry. Throws if the number of entries is not `stages` or an entry is unknown.
 std::vector<Variant> parse_pattern(const std::string& pattern, size_t stages);
-/// Builds a variant with the given options (validates them).
+/// The pattern in letters ("RRSS").
+std::string pattern_letters(const std::vector<Variant>& stages);
+
+/// The settings a variant owns (keys, kinds, defaults, accepted values).
+const SettingsSchema& settings_schema(Variant v);
+/// Builds a variant with the given options (validates its settings).
 std::shared_ptr<AttentionBase> make_attention(Variant v, const AttentionOptions& options);
+
+/// Per-stage settings for a pattern. Each user setting is "key=value" or "scope.key=value" (scope = a variant name or
+/// letter): an unscoped key goes to every stage whose variant has that setting, a scoped one to that variant's stages
+/// only. Every value is validated against the receiving variant's schema. Throws one line when a setting reaches no
+/// stage (naming the variants that have it) or a value is invalid. `harness_defaults` (same syntax) are applied first,
+/// only where the variant has the key, and never throw for a key a stage lacks.
+std::vector<std::vector<SettingPair>> distribute_settings(const std::vector<Variant>& stages,
+                                                          const std::vector<std::string>& settings,
+                                                          const std::vector<std::string>& harness_defaults = {});
 
 }  // namespace rala

@@ -5,19 +5,26 @@
 
 namespace rala {
 
+const SettingsSchema& SoftmaxAttentionImpl::schema() {
+  static const SettingsSchema s = {
+      flag_setting("gate", true, "multiply the output by the linear gate o (off: no o projection, qkv has 3C rows)"),
+      flag_setting("rope", true, "2-D RoPE on q, k"),
+      flag_setting("lepe", true, "5×5 depthwise LePE on v added to the output")};
+  return s;
+}
+
 SoftmaxAttentionImpl::SoftmaxAttentionImpl(AttentionOptions options)
-    : ProjectedAttention(options, options.gate(), options.lepe(), "softmax attention") {
-  if (options_.rope())
+    : ProjectedAttention(std::move(options), Variant::softmax, "softmax attention"), rope_(settings_.flag("rope")) {
+  build_projections(settings_.flag("gate"), settings_.flag("lepe"));
+  if (rope_)
     TORCH_CHECK(head_dim() % 4 == 0, "softmax attention: RoPE needs a head dim divisible by 4, got ", head_dim(),
                 " (channels ", options_.dim(), ", heads ", options_.heads(), ")");
 }
 
-Variant SoftmaxAttentionImpl::variant() const { return Variant::softmax; }
-
 torch::Tensor SoftmaxAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
   auto p = project(x);
   auto q = p.q, k = p.k;  // (B, h, N, d)
-  if (options_.rope()) {
+  if (rope_) {
     auto tables = context_rope(ctx, head_dim(), x);
     q = theta_shift(q, tables.sin, tables.cos);
     k = theta_shift(k, tables.sin, tables.cos);

@@ -17,13 +17,17 @@ class SoftmaxAttentionImpl : public ProjectedAttention {
  public:
   explicit SoftmaxAttentionImpl(AttentionOptions options);
   torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx) override;
-  Variant variant() const override;
+  /// The settings this variant owns (keys, defaults, accepted values).
+  static const SettingsSchema& schema();
 
  protected:
   int64_t matmul_macs(int64_t tokens) const override;
 
  public:
-  bool uses_rope() const override { return options_.rope(); }
+  bool uses_rope() const override { return rope_; }
+
+ private:
+  bool rope_;
 };
 TORCH_MODULE(SoftmaxAttention);
 

@@ -41,7 +41,7 @@ void BM_ForwardWithRankAnalysis(benchmark::State& state) {
   auto x = torch::randn({4, 3, 224, 224});
   std::vector<rala::RecorderLayer> layers;
   for (const auto& l : model().attention_layers())
-    layers.push_back({l.name(), l.stage, l.block, rala::variant_info(l.variant).name, l.heads, l.head_dim});
+    layers.push_back({l.name(), l.stage, l.block, rala::variant_info(l.variant).name, l.heads, l.head_dim, l.settings});
   const auto path = (std::filesystem::temp_directory_path() / "rala_bench_rank.h5").string();
   {
     rala::h5::File file(path, rala::h5::Mode::truncate);

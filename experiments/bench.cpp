@@ -543,7 +543,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--model", c.model, "Preset: ravlt_t ravlt_s ravlt_b ravlt_l ravlt_micro deit_tiny deit_small")
       ->capture_default_str();
   cmd->add_option("--attn-pattern", c.patterns, "Attention pattern (repeatable: one row per pattern and size)");
-  cmd->add_option("--attn-opt", c.settings, "Attention option key=value (repeatable), e.g. alpha=0");
+  cmd->add_option("--attn-opt", c.settings, "Attention setting [variant.]key=value (repeatable), e.g. alpha=0 or rala.gate=0");
   cmd->add_option("--batch-size", c.batch, "Images per iteration")->capture_default_str();
   cmd->add_option("--image-size", a->image_sizes, "Comma list of input sides, e.g. 224,384,512,768,1024")
       ->capture_default_str();

@@ -42,10 +42,14 @@ void print_info(std::ostream& out) {
       << "\n";
   out << "threads  " << at::get_num_threads() << " intra-op\n";
   out << "BLAS     " << blas_info() << "\n";
-  out << "attention variants (pattern letter, name, source):\n";
-  for (const auto& v : kVariants)
-    out << "  " << v.letter << "  " << std::left << std::setw(10) << v.name << " " << v.title << "\n"
-        << "              " << v.source << "\n";
+  out << "attention variants (pattern letter, name, source; settings: key=default, accepted values):\n";
+  for (const auto& v : kVariants) {
+    out << "  " << v.letter << "  " << std::left << std::setw(16) << v.name << " " << v.title << "\n"
+        << "      source: " << v.source << "\n";
+    for (const auto& s : settings_schema(v.variant))
+      out << "      " << std::setw(24) << (s.key + "=" + s.default_value) << " " << s.accepted() << ": " << s.help
+          << "\n";
+  }
 }
 
 void print_presets(std::ostream& out) {
@@ -68,8 +72,8 @@ void add_info_command(CLI::App& app) {
   auto args = std::make_shared<Args>();
   cmd->add_option("--model", args->model, "Preset to describe (ravlt_t, ravlt_s, ravlt_b, ravlt_l, ravlt_micro, "
                                           "deit_tiny, deit_small; RAVLT_T etc. accepted)");
-  cmd->add_option("--attn-pattern", args->pattern, "Attention letter per stage (S L F C R), e.g. RRSS");
-  cmd->add_option("--attn-opt", args->settings, "Attention option key=value (repeatable), e.g. alpha=0");
+  cmd->add_option("--attn-pattern", args->pattern, "Attention variant per stage: letters (RRSS) or names, comma-separated");
+  cmd->add_option("--attn-opt", args->settings, "Attention setting [variant.]key=value (repeatable), e.g. alpha=0 or rala.gate=0");
   cmd->add_option("--image-size", args->image_size, "Input H W (or one side)")->expected(1, 2);
   cmd->callback([args] {
     if (args->model.empty()) {
@@ -92,6 +96,11 @@ void add_info_command(CLI::App& app) {
     std::string opts;
     for (const auto& s : m.settings()) opts += " " + s;
     std::cout << "  attention: " << m.pattern() << (opts.empty() ? "" : " with" + opts) << "\n";
+    std::cout << "  layers (name, variant, heads x head_dim, effective settings):\n";
+    for (const auto& l : m.attention_layers())
+      std::cout << "    " << std::left << std::setw(6) << l.name() << std::setw(17) << variant_info(l.variant).name
+                << std::setw(8) << (std::to_string(l.heads) + "x" + std::to_string(l.head_dim))
+                << (l.settings.empty() ? "(no settings)" : l.settings) << "\n";
   });
 }
 

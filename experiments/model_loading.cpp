@@ -10,8 +10,8 @@ namespace rala {
 void ModelFlags::add_to(CLI::App& cmd, bool with_pattern) {
   cmd.add_option("--model", model, "Preset: ravlt_t ravlt_s ravlt_b ravlt_l ravlt_micro deit_tiny deit_small")
       ->capture_default_str();
-  if (with_pattern) cmd.add_option("--attn-pattern", pattern, "Attention letter per stage (S L F C R), e.g. RRSS");
-  cmd.add_option("--attn-opt", settings, "Attention option key=value (repeatable), e.g. alpha=0");
+  if (with_pattern) cmd.add_option("--attn-pattern", pattern, "Attention variant per stage: letters (RRSS) or names, comma-separated");
+  cmd.add_option("--attn-opt", settings, "Attention setting [variant.]key=value (repeatable), e.g. alpha=0 or rala.gate=0");
   cmd.add_option("--checkpoint", checkpoint, "Weights: own checkpoint or official RAVLT .pth (default: random)");
   cmd.add_option("--checkpoint-key", checkpoint_key, "Which state dict of an official checkpoint: model | model_ema")
       ->check(CLI::IsMember({"model", "model_ema"}));

@@ -59,7 +59,7 @@ RankSummary run_rank(const RankArgs& a, const std::string& pattern, const std::s
 
   std::vector<RecorderLayer> layers;
   for (const auto& l : model.attention_layers())
-    layers.push_back({l.name(), l.stage, l.block, variant_info(l.variant).name, l.heads, l.head_dim});
+    layers.push_back({l.name(), l.stage, l.block, variant_info(l.variant).name, l.heads, l.head_dim, l.settings});
   auto options = RecorderOptions().relative_tolerance(parse_tolerance(a.tolerance)).attention_top_k(a.attention_top_k);
   parse_probe_list(a.probes, options);
 

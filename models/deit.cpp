@@ -35,9 +35,7 @@ torch::Tensor DeitBlockImpl::forward(const torch::Tensor& x, int64_t grid_h, int
 
 DeitImpl::DeitImpl(DeitOptions options) : options_(std::move(options)) {
   const auto& o = options_;
-  TORCH_CHECK(o.attn_pattern().size() == 1, "DeiT takes one attention letter for all blocks, got '", o.attn_pattern(),
-              "'");
-  variant_ = variant_from_letter(o.attn_pattern()[0]);
+  variant_ = parse_pattern(o.attn_pattern(), 1).front();  // one variant (letter or name) for all blocks
   const int64_t C = o.embed_dim(), grid = o.image_size() / o.patch_size();
   TORCH_CHECK(grid > 0, "DeiT: image size (", o.image_size(), ") must be at least the patch size (", o.patch_size(), ")");
   auto pe = register_module("patch_embed", std::make_shared<torch::nn::Module>());
@@ -45,11 +43,10 @@ DeitImpl::DeitImpl(DeitOptions options) : options_(std::move(options)) {
       "proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(o.in_chans(), C, o.patch_size()).stride(o.patch_size())));
   cls_token = register_parameter("cls_token", torch::zeros({1, 1, C}));
   pos_embed = register_parameter("pos_embed", torch::randn({1, 1 + grid * grid, C}) * 0.02);
-  AttentionOptions attn_options(C, o.heads());
-  if (variant_ == Variant::softmax) {  // timm's plain Attention unless told otherwise
-    attn_options.gate(false).rope(false).lepe(false);
-  }
-  for (const auto& s : o.attn_settings()) apply_option(attn_options, s);
+  // softmax is timm's plain Attention unless told otherwise
+  const auto settings =
+      distribute_settings({variant_}, o.attn_settings(), {"softmax.gate=0", "softmax.rope=0", "softmax.lepe=0"});
+  auto attn_options = AttentionOptions(C, o.heads()).settings(settings.front());
   auto rates = torch::linspace(0, o.drop_path_rate(), o.depth(), torch::kFloat64);
   auto list = register_module("blocks", torch::nn::ModuleList());
   for (int64_t i = 0; i < o.depth(); ++i) {

@@ -29,7 +29,7 @@ struct DeitOptions {
   /// Image size the position embedding is made for; other sizes interpolate it (bicubic).
   TORCH_ARG(int64_t, image_size) = 224;
   TORCH_ARG(double, drop_path_rate) = 0.1;
-  /// One letter: the variant of every block.
+  /// One variant (letter or name) for every block.
   TORCH_ARG(std::string, attn_pattern) = "S";
   TORCH_ARG(std::vector<std::string>, attn_settings) = std::vector<std::string>{};
 };

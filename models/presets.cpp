@@ -76,8 +76,8 @@ AnyModel::AnyModel(const std::string& preset, const std::string& pattern, const 
     if (num_classes >= 0) o.num_classes(num_classes);
     if (drop_path_rate >= 0) o.drop_path_rate(drop_path_rate);
     o.attn_settings(settings);
-    pattern_ = o.attn_pattern();
     deit_ = Deit(o);
+    pattern_ = pattern_letters({deit_->variant()});
     module_ = deit_.ptr();
   } else {
     auto o = ravlt_preset(preset_);
@@ -85,8 +85,8 @@ AnyModel::AnyModel(const std::string& preset, const std::string& pattern, const 
     if (num_classes >= 0) o.num_classes(num_classes);
     if (drop_path_rate >= 0) o.drop_path_rate(drop_path_rate);
     o.attn_settings(settings);
-    pattern_ = o.attn_pattern();
     ravlt_ = Ravlt(o);
+    pattern_ = pattern_letters(ravlt_->stage_variants());
     module_ = ravlt_.ptr();
   }
 }
@@ -109,8 +109,7 @@ void AnyModel::set_probe_sinks(std::function<ProbeSink*(int64_t, int64_t)> sinks
 std::vector<AttentionLayerInfo> AnyModel::attention_layers() const {
   std::vector<AttentionLayerInfo> layers;
   auto add = [&](int64_t stage, int64_t block, const AttentionBase& attn) {
-    const auto& o = attn.options();
-    layers.push_back({stage, block, attn.variant(), o.heads(), o.dim() / o.heads()});
+    layers.push_back({stage, block, attn.variant(), attn.heads(), attn.dim() / attn.heads(), attn.settings().describe()});
   };
   if (is_ravlt()) {
     for (const auto& stage : ravlt_->stages) {

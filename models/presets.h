@@ -35,6 +35,7 @@ struct AttentionLayerInfo {
   int64_t stage = 0, block = 0;
   Variant variant;
   int64_t heads = 0, head_dim = 0;
+  std::string settings;  ///< the layer's effective settings, Settings::describe()
   /// "<stage>.<block>", the layer's name in results files.
   std::string name() const { return std::to_string(stage) + "." + std::to_string(block); }
 };
@@ -56,6 +57,7 @@ class AnyModel {
   /// Attach per-layer probe sinks (stage, block) → sink or nullptr.
   void set_probe_sinks(std::function<ProbeSink*(int64_t, int64_t)> sinks);
   const std::string& preset() const { return preset_; }
+  /// The pattern in letters, one per stage ("RRSS"), whichever spelling it was given in.
   const std::string& pattern() const { return pattern_; }
   const std::vector<std::string>& settings() const { return settings_; }
   /// The default input side (224 for the ImageNet presets, 64 for ravlt_micro).

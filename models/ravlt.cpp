@@ -69,14 +69,14 @@ PatchMergingImpl::PatchMergingImpl(int64_t in, int64_t out) {
 torch::Tensor PatchMergingImpl::forward(const torch::Tensor& x) { return norm->forward(reduction->forward(x)); }
 
 RavltStageImpl::RavltStageImpl(const RavltOptions& o, int64_t stage_index, Variant variant,
+                               const std::vector<SettingPair>& settings,
                                const std::vector<double>& drop_paths)
     : stage(stage_index) {
   const int64_t C = o.embed_dims()[stage], h = o.heads()[stage];
   check_head_split(C, h, "RAVLT stage");
   head_dim = C / h;
   rope = register_module("RoPE", RopeBuffer(head_dim));
-  AttentionOptions attn_options(C, h);
-  for (const auto& s : o.attn_settings()) apply_option(attn_options, s);
+  auto attn_options = AttentionOptions(C, h).settings(settings);
   blocks = register_module("blocks", torch::nn::ModuleList());
   const auto ffn_dim = static_cast<int64_t>(o.mlp_ratio() * static_cast<double>(C));
   for (int64_t j = 0; j < o.depths()[stage]; ++j)
@@ -105,6 +105,7 @@ RavltImpl::RavltImpl(RavltOptions options) : options_(std::move(options)) {
               o.embed_dims().size(), ", ", o.depths().size(), ", ", o.heads().size(), ", ",
               o.layer_init_values().size());
   variants_ = parse_pattern(o.attn_pattern(), stages_n);
+  const auto stage_settings = distribute_settings(variants_, o.attn_settings());
   const int64_t C0 = o.embed_dims()[0];
   TORCH_CHECK(C0 % 2 == 0, "RAVLT: the first embed dim must be even (the stem halves it), got ", C0);
   auto conv = [](int64_t in, int64_t out, int64_t stride) {
@@ -125,7 +126,7 @@ RavltImpl::RavltImpl(RavltOptions options) : options_(std::move(options)) {
     std::vector<double> dp;
     for (int64_t j = 0; j < o.depths()[i]; ++j) dp.push_back(rates[first + j].item<double>());
     first += o.depths()[i];
-    stages.push_back(RavltStage(o, static_cast<int64_t>(i), variants_[i], dp));
+    stages.push_back(RavltStage(o, static_cast<int64_t>(i), variants_[i], stage_settings[i], dp));
     layers->push_back(stages.back());
   }
   proj = register_module("proj", conv1x1(o.embed_dims().back(), o.projection()));

@@ -89,7 +89,8 @@ TORCH_MODULE(PatchMerging);
 /// One stage (`layers.i`): `RoPE` buffer, `blocks`, and for i < 3 the `downsample`.
 class RavltStageImpl : public torch::nn::Module {
  public:
-  RavltStageImpl(const RavltOptions& o, int64_t stage, Variant variant, const std::vector<double>& drop_paths);
+  RavltStageImpl(const RavltOptions& o, int64_t stage, Variant variant, const std::vector<SettingPair>& settings,
+                 const std::vector<double>& drop_paths);
   torch::Tensor forward(const torch::Tensor& x, const std::function<ProbeSink*(int64_t, int64_t)>& sinks);
   int64_t stage;
   int64_t head_dim;

@@ -77,7 +77,7 @@ TEST(ProbeRecorder, SchemaAndValuesOfAMicroModelRun) {
   model.module()->eval();
   std::vector<RecorderLayer> layers;
   for (const auto& l : model.attention_layers())
-    layers.push_back({l.name(), l.stage, l.block, variant_info(l.variant).name, l.heads, l.head_dim});
+    layers.push_back({l.name(), l.stage, l.block, variant_info(l.variant).name, l.heads, l.head_dim, l.settings});
   auto x = torch::randn({3, 3, 64, 64});
   TempFile tmp;
   torch::Tensor recorded;

@@ -17,7 +17,7 @@ constexpr const char* kGolden = "cosformer_attention_1d.h5";
 TEST(CosformerGolden, RasterModeMatchesCosformerModule) {
   auto x_seq = golden(kGolden, "input");  // (L, B, E) = (63, 2, 64)
   const int64_t L = x_seq.size(0), B = x_seq.size(1), E = x_seq.size(2);
-  CosformerAttention attn(AttentionOptions(E, 2).cosformer_index(CosformerIndex::raster_1d));
+  CosformerAttention attn(AttentionOptions(E, 2).set("cosformer_index", "raster_1d"));
   {
     torch::NoGradGuard no_grad;
     auto w = torch::cat({golden(kGolden, "state_dict/q_proj.weight"), golden(kGolden, "state_dict/k_proj.weight"),
@@ -42,12 +42,12 @@ TEST(CosformerGolden, RasterModeMatchesCosformerModule) {
 /// Left product by definition: A_ij = w_ij (q_i·k_j) / max(Σ_m w_im (q_i·k_m), ε), q, k = ReLU(·),
 ///   raster_1d:    w_ij = cos(π/2·(i − j)/N), 1-based raster index
 ///   separable_2d: w_ij = cos(π/2·(r_i − r_j)/H) + cos(π/2·(c_i − c_j)/W), 0-based rows and columns
-test::AttentionFormula cosformer_formula(const AttentionOptions& o, int64_t H, int64_t W) {
-  return [o, H, W](int64_t b, int64_t n, const torch::Tensor& proj) {
-    const int64_t C = o.dim(), h = o.heads(), N = H * W;
+test::AttentionFormula cosformer_formula(const CosformerAttentionImpl& m, int64_t H, int64_t W) {
+  return [C = m.dim(), h = m.heads(), index = m.index(), H, W](int64_t b, int64_t n, const torch::Tensor& proj) {
+    const int64_t N = H * W;
     auto q = torch::relu(test::head_tokens(proj, b, 0, C, h, n)), k = torch::relu(test::head_tokens(proj, b, C, C, h, n));
     auto weight = [&](int64_t i, int64_t j) {
-      if (o.cosformer_index() == CosformerIndex::raster_1d) return std::cos(M_PI / 2 * static_cast<double>(i - j) / N);
+      if (index == CosformerIndex::raster_1d) return std::cos(M_PI / 2 * static_cast<double>(i - j) / N);
       return std::cos(M_PI / 2 * static_cast<double>(i / W - j / W) / H) +
              std::cos(M_PI / 2 * static_cast<double>(i % W - j % W) / W);
     };
@@ -65,7 +65,7 @@ test::AttentionFormula cosformer_formula(const AttentionOptions& o, int64_t H, i
 class CosformerModes : public ::testing::TestWithParam<CosformerIndex> {};
 
 TEST_P(CosformerModes, LinearPathEqualsNaiveQuadraticFormula) {
-  auto o = AttentionOptions(32, 2).cosformer_index(GetParam());
+  auto o = AttentionOptions(32, 2).set("cosformer_index", GetParam() == CosformerIndex::raster_1d ? "raster_1d" : "separable_2d");
   CosformerAttention attn(o);
   test::randomize(*attn, 5);
   attn->to(torch::kFloat64);
@@ -74,7 +74,7 @@ TEST_P(CosformerModes, LinearPathEqualsNaiveQuadraticFormula) {
   ProbeCollector probes({Probe::output, Probe::attention, Probe::kv_buffer});
   torch::NoGradGuard no_grad;
   auto y = attn->forward(x, AttentionContext::for_input(x, 16, &probes));
-  auto ref = test::naive_attention(*attn, x, cosformer_formula(o, H, W));
+  auto ref = test::naive_attention(*attn, x, cosformer_formula(*attn, H, W));
   EXPECT_LE(test::max_rel_err(y, ref.final), 1e-10);
   EXPECT_LE(test::max_rel_err(probes.get(Probe::output), ref.output), 1e-10);
   EXPECT_LE(test::max_rel_err(probes.get(Probe::attention), ref.attention), 1e-10);

@@ -15,7 +15,8 @@ constexpr const char* kGolden = "focused_linear_attention.h5";
 TEST(FocusedGolden, OutputMatchesFLattenModule) {
   auto x_tokens = golden(kGolden, "input");  // (B, N, C) = (2, 64, 64), 8×8 raster
   const int64_t B = x_tokens.size(0), N = x_tokens.size(1), C = x_tokens.size(2);
-  FocusedAttention attn(AttentionOptions(C, 2).position_tokens(N).focusing_factor(3).dwc_kernel(5));
+  FocusedAttention attn(
+      AttentionOptions(C, 2).set("position_tokens", N).set("focusing_factor", 3).set("dwc_kernel", 5));
   test::load_state(*attn, kGolden);
   auto x = x_tokens.transpose(1, 2).reshape({B, C, 8, 8});
   torch::NoGradGuard no_grad;
@@ -47,7 +48,7 @@ torch::Tensor focused_features(const torch::Tensor& raw /* (N, C) */, const torc
 
 TEST(FocusedNaive, LinearPathEqualsNaiveQuadraticFormula) {
   const int64_t C = 32, h = 2, d = 16, H = 5, W = 4, N = H * W;
-  auto o = AttentionOptions(C, h).position_tokens(N);
+  auto o = AttentionOptions(C, h).set("position_tokens", N);
   FocusedAttention attn(o);
   test::randomize(*attn, 17);
   attn->to(torch::kFloat64);
@@ -86,7 +87,7 @@ TEST(FocusedNaive, LinearPathEqualsNaiveQuadraticFormula) {
 }
 
 TEST(FocusedErrors, PositionalEncodingMustMatchTokenCount) {
-  FocusedAttention attn(AttentionOptions(32, 2).position_tokens(16));
+  FocusedAttention attn(AttentionOptions(32, 2).set("position_tokens", 16));
   auto x = test::random_input(1, 32, 5, 5, 1, torch::kFloat32);
   try {
     attn->forward(x, AttentionContext::for_input(x, 16));

@@ -11,12 +11,11 @@ namespace {
 
 /// sum:  A_ij = φq_i·φk_j / (Σ_m φq_i·φk_m + ε)
 /// mean: A_ij = (φq_i·φk_j / N) / (Σ_m φq_i·φk_m / N + ε)
-test::AttentionFormula linear_formula(const AttentionOptions& o, int64_t N) {
-  return [o, N](int64_t b, int64_t n, const torch::Tensor& proj) {
-    const int64_t C = o.dim(), h = o.heads();
+test::AttentionFormula linear_formula(const AttentionBase& m, Normalizer normalizer, int64_t N) {
+  return [C = m.dim(), h = m.heads(), normalizer, N](int64_t b, int64_t n, const torch::Tensor& proj) {
     auto q = test::naive_elu1(test::head_tokens(proj, b, 0, C, h, n));
     auto k = test::naive_elu1(test::head_tokens(proj, b, C, C, h, n));
-    const double scale = o.normalizer() == Normalizer::mean ? 1.0 / static_cast<double>(N) : 1.0;
+    const double scale = normalizer == Normalizer::mean ? 1.0 / static_cast<double>(N) : 1.0;
     auto A = torch::empty({N, N}, torch::kFloat64);
     auto aa = A.accessor<double, 2>();
     for (int64_t i = 0; i < N; ++i) {
@@ -31,7 +30,7 @@ test::AttentionFormula linear_formula(const AttentionOptions& o, int64_t N) {
 class LinearNormalizers : public ::testing::TestWithParam<Normalizer> {};
 
 TEST_P(LinearNormalizers, LinearPathEqualsNaiveQuadraticFormula) {
-  auto o = AttentionOptions(48, 3).normalizer(GetParam());
+  auto o = AttentionOptions(48, 3).set("normalizer", normalizer_name(GetParam()));
   LinearAttention attn(o);
   test::randomize(*attn, 9);
   attn->to(torch::kFloat64);
@@ -41,7 +40,7 @@ TEST_P(LinearNormalizers, LinearPathEqualsNaiveQuadraticFormula) {
                           Probe::normalizer_z});
   torch::NoGradGuard no_grad;
   auto y = attn->forward(x, AttentionContext::for_input(x, 16, &probes));
-  auto ref = test::naive_attention(*attn, x, linear_formula(o, H * W));
+  auto ref = test::naive_attention(*attn, x, linear_formula(*attn, GetParam(), H * W));
   EXPECT_LE(test::max_rel_err(y, ref.final), 1e-10);
   EXPECT_LE(test::max_rel_err(probes.get(Probe::output), ref.output), 1e-10);
   EXPECT_LE(test::max_rel_err(probes.get(Probe::attention), ref.attention), 1e-10);

@@ -51,13 +51,14 @@ TEST(RalaGolden, OwnRopeTablesMatchOfficial) {
 
 /// The naive O(N²) RALA: A_ij = α_j (R φq_i · R φk_j) / (Σ_m α_m φq_i·φk_m + ε), α_j = softmax_j(d^-½ mean(φq)·φk_j)
 /// (uniform 1/N when alpha is off), R = RoPE or identity.
-test::AttentionFormula rala_formula(const AttentionOptions& o, int64_t H, int64_t W) {
-  return [o, H, W](int64_t b, int64_t n, const torch::Tensor& proj) {
-    const int64_t C = o.dim(), h = o.heads(), d = C / h, N = H * W;
+test::AttentionFormula rala_formula(const AttentionBase& m, int64_t H, int64_t W) {
+  const bool with_alpha = m.settings().flag("alpha"), with_rope = m.settings().flag("rope");
+  return [C = m.dim(), h = m.heads(), with_alpha, with_rope, H, W](int64_t b, int64_t n, const torch::Tensor& proj) {
+    const int64_t d = C / h, N = H * W;
     auto q = test::naive_elu1(test::head_tokens(proj, b, 0, C, h, n));  // (N, d)
     auto k = test::naive_elu1(test::head_tokens(proj, b, C, C, h, n));
     torch::Tensor alpha;
-    if (o.alpha()) {
+    if (with_alpha) {
       auto scores = torch::empty({N}, torch::kFloat64);
       auto qbar = q.mean(0);
       for (int64_t j = 0; j < N; ++j) scores[j] = (qbar * k[j]).sum() / std::sqrt(static_cast<double>(d));
@@ -65,8 +66,8 @@ test::AttentionFormula rala_formula(const AttentionOptions& o, int64_t H, int64_
     } else {
       alpha = torch::full({N}, 1.0 / static_cast<double>(N), torch::kFloat64);
     }
-    auto qr = o.rope() ? test::naive_rope(q, H, W) : q;
-    auto kr = o.rope() ? test::naive_rope(k, H, W) : k;
+    auto qr = with_rope ? test::naive_rope(q, H, W) : q;
+    auto kr = with_rope ? test::naive_rope(k, H, W) : k;
     auto A = torch::empty({N, N}, torch::kFloat64);
     auto aa = A.accessor<double, 2>();
     auto al = alpha.accessor<double, 1>();
@@ -83,7 +84,12 @@ class RalaSwitches : public ::testing::TestWithParam<int> {};
 
 TEST_P(RalaSwitches, LinearPathEqualsNaiveQuadraticFormula) {
   const int bits = GetParam();
-  auto o = AttentionOptions(32, 2).alpha(bits & 1).gate(bits & 2).rope(bits & 4).lepe(bits & 8);
+  const bool with_alpha = bits & 1, with_rope = bits & 4;
+  auto o = AttentionOptions(32, 2)
+               .set("alpha", with_alpha)
+               .set("gate", (bits & 2) != 0)
+               .set("rope", with_rope)
+               .set("lepe", (bits & 8) != 0);
   RalaAttention attn(o);
   test::randomize(*attn, 7 + bits);
   attn->to(torch::kFloat64);
@@ -92,12 +98,12 @@ TEST_P(RalaSwitches, LinearPathEqualsNaiveQuadraticFormula) {
   ProbeCollector probes({Probe::output, Probe::attention, Probe::alpha, Probe::normalizer_z});
   torch::NoGradGuard no_grad;
   auto y = attn->forward(x, AttentionContext::for_input(x, 16, &probes));
-  auto ref = test::naive_attention(*attn, x, rala_formula(o, H, W));
+  auto ref = test::naive_attention(*attn, x, rala_formula(*attn, H, W));
   EXPECT_LE(test::max_rel_err(y, ref.final), 1e-10);
   EXPECT_LE(test::max_rel_err(probes.get(Probe::output), ref.output), 1e-10);
   EXPECT_LE(test::max_rel_err(probes.get(Probe::attention), ref.attention), 1e-10);
-  EXPECT_EQ(probes.has(Probe::alpha), o.alpha());
-  if (!o.rope()) {  // without RoPE the map is a normalised average: Σ_j A_ij = 1 − ε·z_i exactly
+  EXPECT_EQ(probes.has(Probe::alpha), with_alpha);
+  if (!with_rope) {  // without RoPE the map is a normalised average: Σ_j A_ij = 1 − ε·z_i exactly
     auto rows = probes.get(Probe::attention).sum(-1);
     EXPECT_LE((rows - (1 - 1e-6 * probes.get(Probe::normalizer_z))).abs().max().item<double>(), 1e-12);
     EXPECT_LE((rows - 1).abs().max().item<double>(), 1e-4);
@@ -112,11 +118,11 @@ INSTANTIATE_TEST_SUITE_P(AllCombinations, RalaSwitches, ::testing::Range(0, 16),
 });
 
 TEST(RalaAblation, AllOffIsVanillaLinearAttentionWithSameProjections) {
-  auto off = AttentionOptions(32, 2).alpha(false).gate(false).rope(false).lepe(false);
+  auto off = AttentionOptions(32, 2).set("alpha", false).set("gate", false).set("rope", false).set("lepe", false);
   RalaAttention r(off);
   test::randomize(*r, 3);
   // The mean-normalised linear attention (ε on φq·mean φk, as the vision code places it).
-  LinearAttention l(AttentionOptions(32, 2).normalizer(Normalizer::mean));
+  LinearAttention l(AttentionOptions(32, 2).set("normalizer", "mean"));
   {
     torch::NoGradGuard no_grad;
     for (auto& p : l->named_parameters()) p.value().copy_(test::param(*r, p.key()));
@@ -130,10 +136,10 @@ TEST(RalaAblation, AllOffIsVanillaLinearAttentionWithSameProjections) {
 
 TEST(RalaAblation, GateOffDropsTheOProjection) {
   RalaAttention gated(AttentionOptions(64, 2));
-  RalaAttention ungated(AttentionOptions(64, 2).gate(false));
+  RalaAttention ungated(AttentionOptions(64, 2).set("gate", false));
   EXPECT_EQ(test::param(*gated, "qkvo.weight").size(0), 256);
   EXPECT_EQ(test::param(*ungated, "qkv.weight").size(0), 192);
-  RalaAttention no_lepe(AttentionOptions(64, 2).lepe(false));
+  RalaAttention no_lepe(AttentionOptions(64, 2).set("lepe", false));
   EXPECT_EQ(no_lepe->named_parameters().find("lepe.weight"), nullptr);
 }
 

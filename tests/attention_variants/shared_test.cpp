@@ -97,7 +97,7 @@ INSTANTIATE_TEST_SUITE_P(Registry, EveryVariant,
 TEST(RopeVariants, HeadDimMustBeDivisibleBy4WhenRopeIsOn) {
   for (auto v : {Variant::rala, Variant::softmax}) {
     EXPECT_ERROR_MENTIONS(make_attention(v, AttentionOptions(36, 2)), "head dim divisible by 4, got 18");
-    EXPECT_NO_THROW(make_attention(v, AttentionOptions(36, 2).rope(false)));
+    EXPECT_NO_THROW(make_attention(v, AttentionOptions(36, 2).set("rope", false)));
   }
 }
 
@@ -106,34 +106,77 @@ TEST(Registry, NamesLettersAndPatterns) {
   EXPECT_EQ(variant_from_name("R"), Variant::rala);
   EXPECT_EQ(variant_from_name("Softmax"), Variant::softmax);
   EXPECT_EQ(variant_from_letter('c'), Variant::cosformer);
-  EXPECT_EQ(parse_pattern("RRSS", 4),
-            (std::vector<Variant>{Variant::rala, Variant::rala, Variant::softmax, Variant::softmax}));
+  const std::vector<Variant> rrss{Variant::rala, Variant::rala, Variant::softmax, Variant::softmax};
+  EXPECT_EQ(parse_pattern("RRSS", 4), rrss);
+  EXPECT_EQ(parse_pattern("rala,rala,softmax,softmax", 4), rrss);
+  EXPECT_EQ(parse_pattern("R, rala ,S,softmax", 4), rrss);  // letters and names mixed, spaces trimmed
+  EXPECT_EQ(parse_pattern("cosformer", 1), std::vector<Variant>{Variant::cosformer});
+  EXPECT_EQ(pattern_letters(rrss), "RRSS");
   for (const auto& info : kVariants) {
     EXPECT_EQ(variant_from_name(info.name), info.variant);
     EXPECT_EQ(make_attention(info.variant, AttentionOptions(32, 2))->variant(), info.variant);
   }
   EXPECT_ERROR_MENTIONS(variant_from_name("performer"), "unknown attention variant 'performer'");
   EXPECT_ERROR_MENTIONS(parse_pattern("RRXS", 4), "unknown attention pattern letter 'X'");
-  EXPECT_ERROR_MENTIONS(parse_pattern("RRS", 4), "has 3 letters, the model has 4 stages");
+  EXPECT_ERROR_MENTIONS(parse_pattern("RRS", 4), "has 3 entries, the model has 4 stages");
+  EXPECT_ERROR_MENTIONS(parse_pattern("rala,rala,performer,softmax", 4), "unknown variant 'performer'");
+  EXPECT_ERROR_MENTIONS(parse_pattern("rala,,softmax,softmax", 4), "has an empty entry");
 }
 
-TEST(Options, SettingsParseAndBadOnesAreNamed) {
-  AttentionOptions o(64, 2);
-  apply_option(o, "alpha=0");
-  apply_option(o, "gate=off");
-  apply_option(o, "cosformer_index=raster_1d");
-  apply_option(o, "focusing_factor=4");
-  EXPECT_FALSE(o.alpha());
-  EXPECT_FALSE(o.gate());
-  EXPECT_TRUE(o.rope());
-  EXPECT_EQ(o.cosformer_index(), CosformerIndex::raster_1d);
-  EXPECT_EQ(o.focusing_factor(), 4);
-  EXPECT_ERROR_MENTIONS(apply_option(o, "alhpa=0"), "unknown attention option 'alhpa'");
-  EXPECT_ERROR_MENTIONS(apply_option(o, "alpha=maybe"), "expects a boolean");
-  EXPECT_ERROR_MENTIONS(apply_option(o, "dwc_kernel=4"), "must be odd, got 4");
-  EXPECT_ERROR_MENTIONS(apply_option(o, "alpha"), "must have the form key=value");
+TEST(Settings, EveryVariantOwnsItsSettingsWithValidDefaults) {
+  for (const auto& info : kVariants) {
+    const auto& schema = settings_schema(info.variant);
+    Settings s(info.name, &schema);
+    for (const auto& spec : schema) {
+      EXPECT_NO_THROW(s.set(spec.key, spec.default_value)) << info.name << "." << spec.key;
+      EXPECT_EQ(s.text(spec.key), spec.default_value) << info.name << "." << spec.key << " is not canonical";
+      EXPECT_FALSE(spec.help.empty()) << info.name << "." << spec.key;
+    }
+    // The built layer reports exactly the defaults.
+    EXPECT_EQ(make_attention(info.variant, AttentionOptions(32, 2))->settings().describe(), s.describe());
+  }
+}
+
+TEST(Settings, ValuesAreValidatedAndCanonical) {
+  auto attn = make_attention(Variant::rala, AttentionOptions(64, 2).set("alpha", "off").set("gate", "false"));
+  EXPECT_EQ(attn->settings().describe(), "alpha=0 gate=0 rope=1 lepe=1");
+  EXPECT_EQ(make_attention(Variant::focused, AttentionOptions(64, 2).set("focusing_factor", "4"))
+                ->settings()
+                .integer("focusing_factor"),
+            4);
+  EXPECT_ERROR_MENTIONS(make_attention(Variant::rala, AttentionOptions(64, 2).set("alhpa", "0")),
+                        "unknown setting 'alhpa' for attention variant rala (rala has: alpha, gate, rope, lepe)");
+  EXPECT_ERROR_MENTIONS(make_attention(Variant::rala, AttentionOptions(64, 2).set("alpha", "maybe")),
+                        "setting 'alpha' of attention variant rala expects a boolean");
+  EXPECT_ERROR_MENTIONS(make_attention(Variant::focused, AttentionOptions(64, 2).set("dwc_kernel", "4")),
+                        "setting 'dwc_kernel' of attention variant focused expects an odd integer in [1, 31], got '4'");
+  EXPECT_ERROR_MENTIONS(make_attention(Variant::focused, AttentionOptions(64, 2).set("focusing_factor", "3x")),
+                        "expects an integer in [1, 64], got '3x'");
+  EXPECT_ERROR_MENTIONS(make_attention(Variant::linear, AttentionOptions(64, 2).set("normalizer", "avg")),
+                        "expects one of: sum, mean, sum_clamp, got 'avg'");
+  EXPECT_ERROR_MENTIONS(split_setting("alpha"), "must have the form key=value");
   EXPECT_ERROR_MENTIONS(probe_from_name("kv"), "unknown probe 'kv'");
   EXPECT_EQ(probe_from_name("kv_buffer"), Probe::kv_buffer);
+}
+
+TEST(Settings, DistributedOverAPatternByKeyAndScope) {
+  const std::vector<Variant> rrss{Variant::rala, Variant::rala, Variant::softmax, Variant::softmax};
+  // An unscoped key reaches every stage whose variant has it; a scoped one only that variant's stages.
+  auto per_stage = distribute_settings(rrss, {"gate=0", "rala.alpha=0", "S.rope=off"});
+  EXPECT_EQ(per_stage[0], (std::vector<SettingPair>{{"gate", "0"}, {"alpha", "0"}}));
+  EXPECT_EQ(per_stage[1], per_stage[0]);
+  EXPECT_EQ(per_stage[2], (std::vector<SettingPair>{{"gate", "0"}, {"rope", "off"}}));
+  // Harness defaults apply where the key exists and never complain.
+  per_stage = distribute_settings({Variant::linear}, {}, {"softmax.gate=0", "gate=0", "normalizer=mean"});
+  EXPECT_EQ(per_stage[0], (std::vector<SettingPair>{{"normalizer", "mean"}}));
+  EXPECT_ERROR_MENTIONS(distribute_settings(rrss, {"cosformer_index=raster_1d"}),
+                        "'cosformer_index=raster_1d' applies to no layer of pattern 'RRSS': 'cosformer_index' is a "
+                        "setting of cosformer");
+  EXPECT_ERROR_MENTIONS(distribute_settings(rrss, {"chunk=4"}), "unknown attention setting 'chunk' (no variant has it");
+  EXPECT_ERROR_MENTIONS(distribute_settings(rrss, {"linear.normalizer=mean"}), "the pattern 'RRSS' has no linear layer");
+  EXPECT_ERROR_MENTIONS(distribute_settings(rrss, {"softmax.alpha=0"}), "unknown setting 'alpha' for attention variant softmax");
+  EXPECT_ERROR_MENTIONS(distribute_settings(rrss, {"performer.alpha=0"}), "unknown variant 'performer' before the '.'");
+  EXPECT_ERROR_MENTIONS(distribute_settings(rrss, {"alpha=2"}), "setting 'alpha' of attention variant rala expects a boolean");
 }
 
 }  // namespace

@@ -25,11 +25,12 @@ TEST(SoftmaxGolden, OutputMatchesOfficialVanillaSelfAttention) {
 }
 
 /// A_ij = softmax_j(d^-½ Rq_i · Rk_j), R = RoPE or identity.
-test::AttentionFormula softmax_formula(const AttentionOptions& o, int64_t H, int64_t W) {
-  return [o, H, W](int64_t b, int64_t n, const torch::Tensor& proj) {
-    const int64_t C = o.dim(), h = o.heads(), d = C / h, N = H * W;
+test::AttentionFormula softmax_formula(const AttentionBase& m, int64_t H, int64_t W) {
+  return [C = m.dim(), h = m.heads(), with_rope = m.settings().flag("rope"), H, W](int64_t b, int64_t n,
+                                                                                  const torch::Tensor& proj) {
+    const int64_t d = C / h, N = H * W;
     auto q = test::head_tokens(proj, b, 0, C, h, n), k = test::head_tokens(proj, b, C, C, h, n);
-    if (o.rope()) {
+    if (with_rope) {
       q = test::naive_rope(q, H, W);
       k = test::naive_rope(k, H, W);
     }
@@ -47,7 +48,7 @@ class SoftmaxSwitches : public ::testing::TestWithParam<int> {};
 
 TEST_P(SoftmaxSwitches, EqualsNaiveFormula) {
   const int bits = GetParam();
-  auto o = AttentionOptions(32, 2).gate(bits & 1).rope(bits & 2).lepe(bits & 4);
+  auto o = AttentionOptions(32, 2).set("gate", (bits & 1) != 0).set("rope", (bits & 2) != 0).set("lepe", (bits & 4) != 0);
   SoftmaxAttention attn(o);
   test::randomize(*attn, 21 + bits);
   attn->to(torch::kFloat64);
@@ -56,7 +57,7 @@ TEST_P(SoftmaxSwitches, EqualsNaiveFormula) {
   ProbeCollector probes({Probe::output, Probe::output_gated, Probe::attention});
   torch::NoGradGuard no_grad;
   auto y = attn->forward(x, AttentionContext::for_input(x, 16, &probes));
-  auto ref = test::naive_attention(*attn, x, softmax_formula(o, H, W));
+  auto ref = test::naive_attention(*attn, x, softmax_formula(*attn, H, W));
   EXPECT_LE(test::max_rel_err(y, ref.final), 1e-10);
   EXPECT_LE(test::max_rel_err(probes.get(Probe::output), ref.output), 1e-10);
   EXPECT_LE(test::max_rel_err(probes.get(Probe::attention), ref.attention), 1e-10);
