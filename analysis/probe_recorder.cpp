@@ -8,8 +8,13 @@
 namespace rala {
 
 void parse_probe_list(const std::string& list, RecorderOptions& options) {
-  static const char* kValid =
-      "kv_buffer, output, output_gated, alpha, attention, output_all_heads, output_gated_all_heads";
+  // What can be recorded: every rankable probe, alpha (stored as values), and the all-heads forms of the outputs.
+  static const std::string kValid = [] {
+    std::string s;
+    for (const auto& info : kProbes)
+      if (info.rankable || info.probe == Probe::alpha) s += (s.empty() ? "" : ", ") + std::string(info.name);
+    return s + ", output_all_heads, output_gated_all_heads";
+  }();
   std::set<Probe> probes, all_heads;
   std::stringstream ss(list);
   std::string name;
@@ -21,14 +26,14 @@ void parse_probe_list(const std::string& list, RecorderOptions& options) {
       all_heads.insert(p);
       continue;
     }
-    TORCH_CHECK(name != "normalizer_z", "probe 'normalizer_z' is a vector, not a matrix to rank (expected some of: ",
-                kValid, ")");
     Probe p;
     try {
       p = probe_from_name(name);
     } catch (const c10::Error&) {
       TORCH_CHECK(false, "unknown probe '", name, "' (expected some of: ", kValid, ")");
     }
+    TORCH_CHECK(probe_rankable(p) || p == Probe::alpha, "probe '", name,
+                "' is not a stack of per-head matrices to rank (expected some of: ", kValid, ")");
     probes.insert(p);
   }
   TORCH_CHECK(!probes.empty(), "the probe list is empty (expected some of: ", kValid, ")");
@@ -177,7 +182,7 @@ void ProbeRecorder::flush_batch(int64_t batch) {
       }
     }
     for (auto& [probe, value] : sink.values) {
-      if (probe == Probe::normalizer_z) continue;
+      if (!probe_rankable(probe) && probe != Probe::alpha) continue;
       probe_dtype_ = c10::toString(value.scalar_type());
       if (probe == Probe::alpha) {  // stored as is, not ranked
         if (store_ == nullptr) continue;

@@ -8,13 +8,15 @@
 
 namespace rala {
 
-const char* probe_name(Probe p) { return kProbeNames.at(static_cast<size_t>(p)); }
+const char* probe_name(Probe p) { return kProbes.at(static_cast<size_t>(p)).name; }
+
+bool probe_rankable(Probe p) { return kProbes.at(static_cast<size_t>(p)).rankable; }
 
 Probe probe_from_name(const std::string& name) {
   std::string valid;
-  for (int i = 0; i < kNumProbes; ++i) {
-    if (name == kProbeNames[i]) return static_cast<Probe>(i);
-    valid += (i ? ", " : "") + std::string(kProbeNames[i]);
+  for (const auto& info : kProbes) {
+    if (name == info.name) return info.probe;
+    valid += (valid.empty() ? "" : ", ") + std::string(info.name);
   }
   TORCH_CHECK(false, "unknown probe '", name, "' (expected one of: ", valid, ")");
 }
@@ -22,10 +24,20 @@ Probe probe_from_name(const std::string& name) {
 ProbeCollector::ProbeCollector()
     : ProbeCollector({Probe::kv_buffer, Probe::output, Probe::output_gated, Probe::alpha, Probe::normalizer_z}) {}
 
-ProbeCollector::ProbeCollector(std::set<Probe> wanted, int64_t attention_limit)
-    : wanted_(std::move(wanted)), attention_limit_(attention_limit) {}
+ProbeCollector::ProbeCollector(std::set<Probe> wanted, int64_t attention_limit, std::set<std::string> internals)
+    : wanted_(std::move(wanted)), attention_limit_(attention_limit), internals_(std::move(internals)) {}
 
 void ProbeCollector::receive(Probe p, const torch::Tensor& value) { values_[p] = value.detach().clone(); }
+
+void ProbeCollector::receive_internal(const std::string& name, const torch::Tensor& value) {
+  internal_values_[name] = value.detach().clone();
+}
+
+const torch::Tensor& ProbeCollector::get_internal(const std::string& name) const {
+  auto it = internal_values_.find(name);
+  TORCH_CHECK(it != internal_values_.end(), "internal '", name, "' was not received");
+  return it->second;
+}
 
 const torch::Tensor& ProbeCollector::get(Probe p) const {
   auto it = values_.find(p);

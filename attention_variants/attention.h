@@ -25,26 +25,77 @@ namespace rala {
 /// Named internals an attention layer hands to a probe sink. One spelling everywhere (code, CLI, HDF5).
 ///   kv_buffer     (B, h, dk, d)  the per-head state the queries read: Σ_j φ̃(k_j)ᵀ v_j exactly as the variant multiplies
 ///                                it (RALA: Σ_j α_j RoPE(φ(k_j))ᵀ v_j; mean-normalised variants include their 1/N;
-///                                cosFormer: dk = 2d (1-D) or 4d (2-D) re-weighted features)
+///                                cosFormer: dk = 2d (1-D) or 4d (2-D) re-weighted features; GLA: the final state of
+///                                the forward scan)
 ///   output        (B, h, N, d)   attention output per head, before LePE/DWC and before the gate
 ///   output_gated  (B, h, N, d)   the same after the positional term (LePE/DWC) and the output gate o (if any)
 ///   alpha         (B, h, N)      RALA's token weights α_j (sum to 1 over j)
 ///   attention     (B, h, N, N)   the attention map A with output = A·v: softmax map, or for kernel variants the implied
 ///                                normalised φ(Q)φ(K)ᵀ map; only when the sink asks and N ≤ sink.attention_limit()
 ///   normalizer_z  (B, h, N)      kernel variants: the per-query reciprocal normaliser z_i
-enum class Probe : int { kv_buffer = 0, output, output_gated, alpha, attention, normalizer_z };
-constexpr int kNumProbes = 6;
-constexpr std::array<const char*, kNumProbes> kProbeNames = {"kv_buffer",  "output",       "output_gated",
-                                                             "alpha",      "attention",    "normalizer_z"};
-static_assert(static_cast<int>(Probe::normalizer_z) + 1 == kNumProbes, "kProbeNames must list every Probe");
+///   kv_buffer_bwd (B, h, dk, d)  a second state the queries read (GLA: the final state R_0 of the backward scan)
+///   kv_buffer_unweighted (B, h, dk, d)  RALA: the buffer without α on the same keys, Σ_j RoPE(φk_j)ᵀ v_j / N
+///   feature_q, feature_k (B, h, N, f)  the kernel features φ(q), φ(k) as the variant multiplies them (Hedgehog's
+///                                learned maps, TransNormer's φ, ...)
+///   chunk_weights (B, h, n_chunks, c, c)  TransNormer-diag: the block-diagonal weights of each chunk
+///   log_decay_fwd, log_decay_bwd (B, h, N, dk)  GLA: per-token log decays of the forward / backward scan
+enum class Probe : int {
+  kv_buffer = 0,
+  output,
+  output_gated,
+  alpha,
+  attention,
+  normalizer_z,
+  kv_buffer_bwd,
+  kv_buffer_unweighted,
+  feature_q,
+  feature_k,
+  chunk_weights,
+  log_decay_fwd,
+  log_decay_bwd
+};
+/// A probe's name and whether its value is a stack of per-head matrices (B, h, m, n) that the rank analysis can rank.
+struct ProbeInfo {
+  Probe probe;
+  const char* name;
+  bool rankable;
+};
+constexpr int kNumProbes = 13;
+constexpr std::array<ProbeInfo, kNumProbes> kProbes = {{
+    {Probe::kv_buffer, "kv_buffer", true},
+    {Probe::output, "output", true},
+    {Probe::output_gated, "output_gated", true},
+    {Probe::alpha, "alpha", false},
+    {Probe::attention, "attention", true},
+    {Probe::normalizer_z, "normalizer_z", false},
+    {Probe::kv_buffer_bwd, "kv_buffer_bwd", true},
+    {Probe::kv_buffer_unweighted, "kv_buffer_unweighted", true},
+    {Probe::feature_q, "feature_q", true},
+    {Probe::feature_k, "feature_k", true},
+    {Probe::chunk_weights, "chunk_weights", false},
+    {Probe::log_decay_fwd, "log_decay_fwd", false},
+    {Probe::log_decay_bwd, "log_decay_bwd", false},
+}};
+namespace detail {
+constexpr bool probes_consistent() {
+  for (int i = 0; i < kNumProbes; ++i)
+    if (static_cast<int>(kProbes[i].probe) != i) return false;
+  return static_cast<int>(Probe::log_decay_bwd) + 1 == kNumProbes;
+}
+}  // namespace detail
+static_assert(detail::probes_consistent(), "kProbes must list every Probe, in enum order");
 
 /// Name of a probe ("kv_buffer", ...).
 const char* probe_name(Probe p);
+/// Whether the probe is a (B, h, m, n) stack of per-head matrices (what the rank analysis ranks).
+bool probe_rankable(Probe p);
 /// Probe from its name; throws c10::Error naming the unknown name and listing the valid ones.
 Probe probe_from_name(const std::string& name);
 
 /// Receives named internals of an attention layer. Variants ask `wants()` before computing anything extra, so a layer
 /// with no sink (or a sink that wants nothing) does no probe work at all.
+/// Besides the shared vocabulary, a variant may hand over its own internals under the names its official code (and
+/// golden file) uses ("agent_attn", "se_weight", ...): `wants_internal` / `receive_internal`, same rules.
 class ProbeSink {
  public:
   virtual ~ProbeSink() = default;
@@ -52,30 +103,46 @@ class ProbeSink {
   virtual bool wants(Probe p) const = 0;
   /// Called with a tensor that is only valid for reading; keep a copy (`.detach().clone()`) if you need it later.
   virtual void receive(Probe p, const torch::Tensor& value) = 0;
+  /// Whether this sink wants a variant's own internal `name`. Must be cheap.
+  virtual bool wants_internal(const std::string& name) const { return false; }
+  /// Receives a variant's own internal (same validity rule as receive()).
+  virtual void receive_internal(const std::string& name, const torch::Tensor& value) {}
   /// Largest token count N for which the (B, h, N, N) attention map is materialised.
   virtual int64_t attention_limit() const { return 4096; }
   /// Called by the model harness before the layer runs, with the layer's token grid.
   virtual void on_layer(int64_t height, int64_t width) {}
 };
 
-/// A sink that keeps a detached copy of every probe it wants (all but `attention` by default).
+/// A sink that keeps a detached copy of every probe it wants (all but `attention` by default), and of the variant
+/// internals named in `internals`.
 class ProbeCollector : public ProbeSink {
  public:
   ProbeCollector();
-  explicit ProbeCollector(std::set<Probe> wanted, int64_t attention_limit = 4096);
+  explicit ProbeCollector(std::set<Probe> wanted, int64_t attention_limit = 4096,
+                          std::set<std::string> internals = {});
   bool wants(Probe p) const override { return wanted_.count(p) > 0; }
   void receive(Probe p, const torch::Tensor& value) override;
+  bool wants_internal(const std::string& name) const override { return internals_.count(name) > 0; }
+  void receive_internal(const std::string& name, const torch::Tensor& value) override;
   int64_t attention_limit() const override { return attention_limit_; }
   /// Whether a value for p was received.
   bool has(Probe p) const { return values_.count(p) > 0; }
   /// The value received for p; throws if none was.
   const torch::Tensor& get(Probe p) const;
-  void clear() { values_.clear(); }
+  /// Whether / which value a variant handed over under `name`; get_internal throws if none was.
+  bool has_internal(const std::string& name) const { return internal_values_.count(name) > 0; }
+  const torch::Tensor& get_internal(const std::string& name) const;
+  void clear() {
+    values_.clear();
+    internal_values_.clear();
+  }
 
  private:
   std::set<Probe> wanted_;
   int64_t attention_limit_;
+  std::set<std::string> internals_;
   std::map<Probe, torch::Tensor> values_;
+  std::map<std::string, torch::Tensor> internal_values_;
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -119,6 +186,9 @@ struct AttentionOptions {
 
 enum class Variant : int;
 
+/// Parameter / buffer name → shape, as read from a state dict.
+using StateShapes = std::map<std::string, std::vector<int64_t>>;
+
 /// Analytic multiply-accumulate count of one forward of a layer on an H×W grid, per image.
 struct AttentionMacs {
   int64_t projections = 0;  ///< convolutions / linear maps (q, k, v, o, proj, LePE, DWC) — what fvcore counts
@@ -140,6 +210,9 @@ class AttentionBase : public torch::nn::Module {
   const Settings& settings() const { return settings_; }
   int64_t dim() const { return options_.dim(); }
   int64_t heads() const { return options_.heads(); }
+  /// Settings implied by an official state dict's shapes (learned tables sized by N or the grid); a variant with such
+  /// tables hides this with its own static of the same name. See registry.h settings_from_state_shapes.
+  static std::vector<SettingPair> settings_from_state_shapes(const StateShapes& shapes) { return {}; }
 
  protected:
   /// Validates options.settings() against the variant's schema (throws one line naming the setting and the variant).

@@ -46,6 +46,20 @@ torch::Tensor merge_heads(const torch::Tensor& y, int64_t height, int64_t width)
   return y.permute({0, 2, 1, 3}).reshape({B, height, width, h * d}).permute({0, 3, 1, 2});
 }
 
+torch::Tensor map_to_tokens(const torch::Tensor& map) { return map.flatten(2).transpose(1, 2); }
+
+torch::Tensor tokens_to_map(const torch::Tensor& tokens, int64_t height, int64_t width) {
+  return tokens.reshape({tokens.size(0), height, width, tokens.size(2)}).permute({0, 3, 1, 2});
+}
+
+torch::Tensor token_heads(const torch::Tensor& tokens, int64_t heads) {
+  return tokens.reshape({tokens.size(0), tokens.size(1), heads, tokens.size(2) / heads}).transpose(1, 2);
+}
+
+torch::Tensor merge_token_heads(const torch::Tensor& y) {
+  return y.transpose(1, 2).reshape({y.size(0), y.size(2), y.size(1) * y.size(3)});
+}
+
 torch::Tensor elu_feature(const torch::Tensor& x) { return torch::elu(x) + 1.0; }
 
 LinearAttentionResult linear_attention(const torch::Tensor& q_num, const torch::Tensor& k_num, const torch::Tensor& q_den,
@@ -80,6 +94,14 @@ bool probe_wanted(const AttentionContext& ctx, Probe p, int64_t tokens) {
 
 void emit_probe(const AttentionContext& ctx, Probe p, const torch::Tensor& value) {
   if (ctx.probes != nullptr && ctx.probes->wants(p)) ctx.probes->receive(p, value.detach());
+}
+
+bool internal_wanted(const AttentionContext& ctx, const std::string& name) {
+  return ctx.probes != nullptr && ctx.probes->wants_internal(name);
+}
+
+void emit_internal(const AttentionContext& ctx, const std::string& name, const torch::Tensor& value) {
+  if (ctx.probes != nullptr && ctx.probes->wants_internal(name)) ctx.probes->receive_internal(name, value.detach());
 }
 
 RopeTables context_rope(const AttentionContext& ctx, int64_t head_dim, const torch::Tensor& x) {

@@ -27,6 +27,16 @@ torch::Tensor split_heads(const torch::Tensor& map, int64_t c0, int64_t channels
 /// (B, h, N, d) → (B, h·d, H, W), inverse of split_heads; the result is in channels-last memory (token-major).
 torch::Tensor merge_heads(const torch::Tensor& y, int64_t height, int64_t width);
 
+/// Token layouts for variants written on tokens (official code on (B, N, C)):
+/// (B, C, H, W) → (B, N, C), raster order l = row·W + col; a strided view, no copy.
+torch::Tensor map_to_tokens(const torch::Tensor& map);
+/// (B, N, C) → (B, C, H, W); a view in channels-last memory when `tokens` is contiguous.
+torch::Tensor tokens_to_map(const torch::Tensor& tokens, int64_t height, int64_t width);
+/// (B, N, C) → (B, h, N, d), channel n·d + i → head n, feature i; a view.
+torch::Tensor token_heads(const torch::Tensor& tokens, int64_t heads);
+/// (B, h, N, d) → (B, N, h·d), inverse of token_heads.
+torch::Tensor merge_token_heads(const torch::Tensor& y);
+
 /// elu(x) + 1 (Katharopoulos feature map).
 torch::Tensor elu_feature(const torch::Tensor& x);
 
@@ -56,6 +66,10 @@ torch::Tensor implied_attention(const torch::Tensor& q_num, const torch::Tensor&
 bool probe_wanted(const AttentionContext& ctx, Probe p, int64_t tokens = 0);
 /// Hands value to ctx's sink if it wants p. No work when nothing listens.
 void emit_probe(const AttentionContext& ctx, Probe p, const torch::Tensor& value);
+/// Whether ctx has a sink that wants the variant's own internal `name` (see ProbeSink::wants_internal).
+bool internal_wanted(const AttentionContext& ctx, const std::string& name);
+/// Hands a variant's own internal to ctx's sink if it wants `name`.
+void emit_internal(const AttentionContext& ctx, const std::string& name, const torch::Tensor& value);
 
 /// The context's RoPE tables, checked to be (N, head_dim) for x's grid; built from the cache when the context has none.
 RopeTables context_rope(const AttentionContext& ctx, int64_t head_dim, const torch::Tensor& x);

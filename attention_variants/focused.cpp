@@ -27,19 +27,11 @@ FocusedAttentionImpl::FocusedAttentionImpl(AttentionOptions options)
 }
 
 namespace {
-/// Tokens of channels [c0, c0 + C) of a (B, *, H, W) map: (B, N, C), raster order.
-torch::Tensor tokens(const torch::Tensor& map, int64_t c0, int64_t C) {
-  return map.narrow(1, c0, C).flatten(2).transpose(1, 2);
-}
 /// f_p over the last (full channel) dim.
 torch::Tensor focus(const torch::Tensor& x, int64_t p) {
   auto norm = x.norm(2, -1, true);
   auto xp = x.pow(static_cast<double>(p));
   return xp / xp.norm(2, -1, true) * norm;
-}
-/// (B, N, C) → (B, h, N, d).
-torch::Tensor heads_of(const torch::Tensor& t, int64_t h) {
-  return t.reshape({t.size(0), t.size(1), h, t.size(2) / h}).transpose(1, 2);
 }
 }  // namespace
 
@@ -47,7 +39,7 @@ torch::Tensor FocusedAttentionImpl::forward(const torch::Tensor& x, const Attent
   auto p = project(x);
   const int64_t B = x.size(0), C = options_.dim(), h = options_.heads(), d = head_dim();
   const int64_t H = x.size(2), W = x.size(3), N = H * W;
-  auto q = tokens(p.all, 0, C), k = tokens(p.all, C, C);  // (B, N, C)
+  auto q = map_to_tokens(p.all.narrow(1, 0, C)), k = map_to_tokens(p.all.narrow(1, C, C));  // (B, N, C)
   if (positional_encoding.defined()) {
     TORCH_CHECK(positional_encoding.size(1) == N, "focused linear attention: the positional encoding has ",
                 positional_encoding.size(1), " tokens, the input has ", N, " (", H, "x", W, ")");
@@ -56,8 +48,8 @@ torch::Tensor FocusedAttentionImpl::forward(const torch::Tensor& x, const Attent
   auto s = torch::softplus(scale);
   q = (torch::relu(q) + kEps) / s;
   k = (torch::relu(k) + kEps) / s;
-  q = heads_of(focus(q, focusing_factor_), h);  // (B, h, N, d)
-  k = heads_of(focus(k, focusing_factor_), h);
+  q = token_heads(focus(q, focusing_factor_), h);  // (B, h, N, d)
+  k = token_heads(focus(k, focusing_factor_), h);
   auto r = linear_attention(q, k, q, k, p.v, Normalizer::mean, kEps);
   emit_probe(ctx, Probe::kv_buffer, r.kv);
   emit_probe(ctx, Probe::normalizer_z, r.z.squeeze(-1));

@@ -3,11 +3,24 @@
 #include <algorithm>
 #include <cctype>
 
+#include "attention_variants/agent.h"
+#include "attention_variants/chela.h"
 #include "attention_variants/cosformer.h"
+#include "attention_variants/fixation.h"
 #include "attention_variants/focused.h"
+#include "attention_variants/gla.h"
+#include "attention_variants/hedgehog.h"
+#include "attention_variants/inline.h"
 #include "attention_variants/linear.h"
+#include "attention_variants/litemla.h"
+#include "attention_variants/mala.h"
+#include "attention_variants/mlla.h"
+#include "attention_variants/pola.h"
 #include "attention_variants/rala.h"
 #include "attention_variants/softmax.h"
+#include "attention_variants/transnormer.h"
+#include "attention_variants/transnormer_diag.h"
+#include "attention_variants/vicinity.h"
 
 namespace rala {
 
@@ -101,6 +114,43 @@ const SettingsSchema& settings_schema(Variant v) {
     case Variant::focused: return FocusedAttentionImpl::schema();
     case Variant::cosformer: return CosformerAttentionImpl::schema();
     case Variant::rala: return RalaAttentionImpl::schema();
+    case Variant::transnormer: return TransnormerAttentionImpl::schema();
+    case Variant::transnormer_diag: return TransnormerDiagAttentionImpl::schema();
+    case Variant::vicinity: return VicinityAttentionImpl::schema();
+    case Variant::hedgehog: return HedgehogAttentionImpl::schema();
+    case Variant::gla: return GlaAttentionImpl::schema();
+    case Variant::chela: return ChelaAttentionImpl::schema();
+    case Variant::fixation: return FixationAttentionImpl::schema();
+    case Variant::mlla: return MllaAttentionImpl::schema();
+    case Variant::pola: return PolaAttentionImpl::schema();
+    case Variant::inline_attention: return InlineAttentionImpl::schema();
+    case Variant::agent: return AgentAttentionImpl::schema();
+    case Variant::mala: return MalaAttentionImpl::schema();
+    case Variant::litemla: return LitemlaAttentionImpl::schema();
+  }
+  TORCH_CHECK(false, "unknown attention variant id ", static_cast<int>(v));
+}
+
+std::vector<SettingPair> settings_from_state_shapes(Variant v, const StateShapes& shapes) {
+  switch (v) {
+    case Variant::softmax: return SoftmaxAttentionImpl::settings_from_state_shapes(shapes);
+    case Variant::linear: return LinearAttentionImpl::settings_from_state_shapes(shapes);
+    case Variant::focused: return FocusedAttentionImpl::settings_from_state_shapes(shapes);
+    case Variant::cosformer: return CosformerAttentionImpl::settings_from_state_shapes(shapes);
+    case Variant::rala: return RalaAttentionImpl::settings_from_state_shapes(shapes);
+    case Variant::transnormer: return TransnormerAttentionImpl::settings_from_state_shapes(shapes);
+    case Variant::transnormer_diag: return TransnormerDiagAttentionImpl::settings_from_state_shapes(shapes);
+    case Variant::vicinity: return VicinityAttentionImpl::settings_from_state_shapes(shapes);
+    case Variant::hedgehog: return HedgehogAttentionImpl::settings_from_state_shapes(shapes);
+    case Variant::gla: return GlaAttentionImpl::settings_from_state_shapes(shapes);
+    case Variant::chela: return ChelaAttentionImpl::settings_from_state_shapes(shapes);
+    case Variant::fixation: return FixationAttentionImpl::settings_from_state_shapes(shapes);
+    case Variant::mlla: return MllaAttentionImpl::settings_from_state_shapes(shapes);
+    case Variant::pola: return PolaAttentionImpl::settings_from_state_shapes(shapes);
+    case Variant::inline_attention: return InlineAttentionImpl::settings_from_state_shapes(shapes);
+    case Variant::agent: return AgentAttentionImpl::settings_from_state_shapes(shapes);
+    case Variant::mala: return MalaAttentionImpl::settings_from_state_shapes(shapes);
+    case Variant::litemla: return LitemlaAttentionImpl::settings_from_state_shapes(shapes);
   }
   TORCH_CHECK(false, "unknown attention variant id ", static_cast<int>(v));
 }
@@ -112,6 +162,19 @@ std::shared_ptr<AttentionBase> make_attention(Variant v, const AttentionOptions&
     case Variant::focused: return FocusedAttention(options).ptr();
     case Variant::cosformer: return CosformerAttention(options).ptr();
     case Variant::rala: return RalaAttention(options).ptr();
+    case Variant::transnormer: return TransnormerAttention(options).ptr();
+    case Variant::transnormer_diag: return TransnormerDiagAttention(options).ptr();
+    case Variant::vicinity: return VicinityAttention(options).ptr();
+    case Variant::hedgehog: return HedgehogAttention(options).ptr();
+    case Variant::gla: return GlaAttention(options).ptr();
+    case Variant::chela: return ChelaAttention(options).ptr();
+    case Variant::fixation: return FixationAttention(options).ptr();
+    case Variant::mlla: return MllaAttention(options).ptr();
+    case Variant::pola: return PolaAttention(options).ptr();
+    case Variant::inline_attention: return InlineAttention(options).ptr();
+    case Variant::agent: return AgentAttention(options).ptr();
+    case Variant::mala: return MalaAttention(options).ptr();
+    case Variant::litemla: return LitemlaAttention(options).ptr();
   }
   TORCH_CHECK(false, "unknown attention variant id ", static_cast<int>(v));
 }

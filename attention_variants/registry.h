@@ -19,7 +19,26 @@
 
 namespace rala {
 
-enum class Variant : int { softmax = 0, linear, focused, cosformer, rala };
+enum class Variant : int {
+  softmax = 0,
+  linear,
+  focused,
+  cosformer,
+  rala,
+  transnormer,
+  transnormer_diag,
+  vicinity,
+  hedgehog,
+  gla,
+  chela,
+  fixation,
+  mlla,
+  pola,
+  inline_attention,
+  agent,
+  mala,
+  litemla,
+};
 
 struct VariantInfo {
   Variant variant;
@@ -27,20 +46,47 @@ struct VariantInfo {
   const char* name;         ///< CLI / HDF5 name
   const char* title;        ///< human-readable
   const char* source;       ///< where the semantics were read from
-  bool kernel;              ///< O(N) kernel (linear-attention) variant
+  bool kernel;              ///< cost linear in N (kernel / linear-attention variants, chunked and agent forms)
+  bool reconstructed;       ///< no official code exists: built from the paper, our choices documented
 };
 
-constexpr std::array<VariantInfo, 5> kVariants = {{
+constexpr std::array<VariantInfo, 18> kVariants = {{
     {Variant::softmax, 'S', "softmax", "softmax attention (RAVLT stages 3-4: RoPE, LePE, gate)",
-     "qhfan/RALA classfication/RALA.py VanillaSelfAttention", false},
+     "qhfan/RALA classfication/RALA.py VanillaSelfAttention", false, false},
     {Variant::linear, 'L', "linear", "vanilla linear attention (Katharopoulos et al. 2020, elu+1)",
-     "idiap/fast-transformers linear_attention.py", true},
+     "idiap/fast-transformers linear_attention.py", true, false},
     {Variant::focused, 'F', "focused", "focused linear attention (FLatten, ICCV 2023)",
-     "LeapLabTHU/FLatten-Transformer models/flatten_swin.py FocusedLinearAttention", true},
+     "LeapLabTHU/FLatten-Transformer models/flatten_swin.py FocusedLinearAttention", true, false},
     {Variant::cosformer, 'C', "cosformer", "cosFormer (ICLR 2022), cos re-weighted ReLU kernel",
-     "OpenNLPLab/cosFormer cosformer.py CosformerAttention", true},
+     "OpenNLPLab/cosFormer cosformer.py CosformerAttention", true, false},
     {Variant::rala, 'R', "rala", "rank-augmented linear attention (RALA, CVPR 2025)",
-     "qhfan/RALA classfication/RALA.py GateLinearAttentionNoSilu", true},
+     "qhfan/RALA classfication/RALA.py GateLinearAttentionNoSilu", true, false},
+    {Variant::transnormer, 'T', "transnormer", "TransNormer NormAttention (EMNLP 2022): φ(Q)(φ(K)ᵀV), no denominator, SimpleRMSNorm",
+     "OpenNLPLab/fairseq-evo fairseq/modules/x_attention/norm_linear_attention.py NormLinearAttention", true, false},
+    {Variant::transnormer_diag, 'D', "transnormer_diag", "TransNormer DiagAttention (EMNLP 2022): block-diagonal attention on 1-D raster chunks",
+     "OpenNLPLab/fairseq-evo fairseq/modules/x_attention/norm_local_attention.py NormLocalAttention", true, false},
+    {Variant::vicinity, 'V', "vicinity", "Vicinity Attention (VVT, TPAMI 2023): 2-D cos re-weighted ReLU kernel, SE connection",
+     "OpenNLPLab/Vicinity-Vision-Transformer classification/vvt.py VicinityVisionAttention", true, false},
+    {Variant::hedgehog, 'H', "hedgehog", "Hedgehog (ICLR 2024): learned softmax-mimicking feature maps per head",
+     "HazyResearch/lolcats src/model/feature_map.py + linear_attention.py (softmax_dim, untied_head_einsum)", true, false},
+    {Variant::gla, 'G', "gla", "Gated linear attention, vision form (ViG-H GLA2D): bidirectional gated raster scans",
+     "hustvl/ViG classification/models/vig_h.py GLA2D", true, false},
+    {Variant::chela, 'K', "chela", "CHELA (ICML 2024), vision reconstruction: short-long convolutions + linear attention in MEGA's gated block",
+     "no official code: reconstructed from the paper and facebookresearch/mega MovingAverageGatedAttention", true, true},
+    {Variant::fixation, 'X', "fixation", "Feature Fixation (Linear Video Transformer), vision reconstruction: re-weighted q, k channels",
+     "no official code: reconstructed from the paper (arXiv 2210.08164)", true, true},
+    {Variant::mlla, 'M', "mlla", "MLLA linear attention (NeurIPS 2024): v = x, RoPE over the full C, LePE 3×3",
+     "LeapLabTHU/MLLA models/mlla.py LinearAttention", true, false},
+    {Variant::pola, 'P', "pola", "PolaFormer (ICLR 2025): polarity-aware linear attention",
+     "ZacharyMeng/PolaFormer models/pola_pvt.py PolaLinearAttention", true, false},
+    {Variant::inline_attention, 'I', "inline", "InLine attention (NeurIPS 2024): injective identity kernel, dynamic 3×3 residual",
+     "LeapLabTHU/InLine models/inline_pvt.py InLineAttention", true, false},
+    {Variant::agent, 'A', "agent", "Agent attention (ECCV 2024): pooled agent tokens, two softmax stages, DWC",
+     "LeapLabTHU/Agent-Attention agent_transformer/models/agent_pvt.py AgentAttention", true, false},
+    {Variant::mala, 'Y', "mala", "MALA (ICCV 2025): magnitude-aware linear attention on RALA's skeleton",
+     "qhfan/MALA classfication_release/model.py AddLinearAttention", true, false},
+    {Variant::litemla, 'E', "litemla", "EfficientViT LiteMLA (ICCV 2023): ReLU linear attention, multi-scale aggregation",
+     "mit-han-lab/efficientvit efficientvit/models/nn/ops.py LiteMLA", true, false},
 }};
 
 namespace detail {
@@ -50,7 +96,7 @@ constexpr bool registry_consistent() {
     for (size_t j = 0; j < i; ++j)
       if (kVariants[j].letter == kVariants[i].letter) return false;
   }
-  return static_cast<size_t>(Variant::rala) + 1 == kVariants.size();
+  return static_cast<size_t>(Variant::litemla) + 1 == kVariants.size();
 }
 }  // namespace detail
 static_assert(detail::registry_consistent(), "kVariants must list every Variant, in enum order, with unique letters");
@@ -68,6 +114,9 @@ std::string pattern_letters(const std::vector<Variant>& stages);
 
 /// The settings a variant owns (keys, kinds, defaults, accepted values).
 const SettingsSchema& settings_schema(Variant v);
+/// Settings implied by the shapes of an official state dict (key → shape): learned tables sized by N or the grid, e.g.
+/// FLatten's positional_encoding (1, N, C) → position_tokens=N. Empty for most variants. (`rala layer` uses it.)
+std::vector<SettingPair> settings_from_state_shapes(Variant v, const StateShapes& shapes);
 /// Builds a variant with the given options (validates its settings).
 std::shared_ptr<AttentionBase> make_attention(Variant v, const AttentionOptions& options);
 

@@ -147,7 +147,7 @@ double stage01_mean(const RankSummary& s, const std::string& probe, bool effecti
   return count ? sum / static_cast<double>(count) : std::numeric_limits<double>::quiet_NaN();
 }
 
-const char* kProbes[] = {"kv_buffer", "output", "output_gated"};
+const char* kAblationProbes[] = {"kv_buffer", "output", "output_gated"};
 
 /// One training of the grid, run as a child process `rala --threads 1 train --config-json … --out RUN` with its output
 /// in RUN/train.log. Small models train fastest on one thread each, several at once (intra-op threads on tiny tensors
@@ -239,7 +239,7 @@ ResultsTable make_ablation_table() {
       .add_column("gmacs", ColumnKind::number, "GMACs", "multiply-accumulates per image incl. attention matmuls")
       .add_column("top1_mean", ColumnKind::number, "%", "test top-1, mean over seeds")
       .add_column("top1_std", ColumnKind::number, "%", "test top-1, sample std over seeds (0 for one seed)");
-  for (const char* probe : kProbes) {
+  for (const char* probe : kAblationProbes) {
     t.add_column(std::string(probe) + "_rank", ColumnKind::number, "",
                  std::string("numerical rank of ") + probe +
                      " (numpy rule), mean over seeds, test images, heads and the layers of stages 0-1");
@@ -315,7 +315,7 @@ ResultsTable run_ablation(const AblationPreset& preset, int64_t seeds, const std
       ra.quiet = true;
       LoadedModel loaded;  // the trained model, loaded once for the rank analysis and the rest of the row
       const auto summary = run_rank(ra, "", (fs::path(out) / "rank" / (run_name + ".h5")).string(), &loaded);
-      for (const char* probe : kProbes) {
+      for (const char* probe : kAblationProbes) {
         ranks[std::string(probe) + "_rank"].push_back(stage01_mean(summary, probe, false));
         ranks[std::string(probe) + "_effective_rank"].push_back(stage01_mean(summary, probe, true));
       }
@@ -375,7 +375,7 @@ void print_ablation_table(std::ostream& out, const ResultsTable& t) {
     auto num = [&](const std::string& c) { return t.column(c).numbers[r]; };
     out << "| " << t.column("config").texts[r] << " | " << t.column("params").integers[r] << " | "
         << fmt(num("gmacs"), 4) << " | " << fmt(num("top1_mean"), 2) << " ± " << fmt(num("top1_std"), 2) << " | ";
-    for (const char* probe : kProbes)
+    for (const char* probe : kAblationProbes)
       out << fmt(num(std::string(probe) + "_rank"), 2) << " / " << fmt(num(std::string(probe) + "_effective_rank"), 2)
           << " | ";
     out << fmt(num("images_per_s"), 0) << " |\n";

@@ -86,9 +86,9 @@ TEST(RankCommand, UnknownProbeOrPatternLetterIsAClearError) {
   auto out = run(kBase + "--probes kv_buffer,kv --data synthetic --num-images 1 --out " + tmp.path.string(), &status);
   EXPECT_NE(status, 0);
   EXPECT_NE(out.find("unknown probe 'kv'"), std::string::npos) << out;
-  out = run(kBase + "--attn-pattern RRXS --data synthetic --num-images 1 --out " + tmp.path.string(), &status);
+  out = run(kBase + "--attn-pattern RRQS --data synthetic --num-images 1 --out " + tmp.path.string(), &status);
   EXPECT_NE(status, 0);
-  EXPECT_NE(out.find("unknown attention pattern letter 'X'"), std::string::npos) << out;
+  EXPECT_NE(out.find("unknown attention pattern letter 'Q'"), std::string::npos) << out;
   EXPECT_TRUE(fs::is_empty(tmp.path));
 }
 
