@@ -188,6 +188,8 @@ enum class Variant : int;
 
 /// Parameter / buffer name → shape, as read from a state dict.
 using StateShapes = std::map<std::string, std::vector<int64_t>>;
+/// Parameter / buffer name → tensor.
+using TensorMap = std::map<std::string, torch::Tensor>;
 
 /// Analytic multiply-accumulate count of one forward of a layer on an H×W grid, per image.
 struct AttentionMacs {
@@ -213,6 +215,10 @@ class AttentionBase : public torch::nn::Module {
   /// Settings implied by an official state dict's shapes (learned tables sized by N or the grid); a variant with such
   /// tables hides this with its own static of the same name. See registry.h settings_from_state_shapes.
   static std::vector<SettingPair> settings_from_state_shapes(const StateShapes& shapes) { return {}; }
+  /// An official module's state dict in this layer's own keys, for variants whose official code lays its projections
+  /// out differently (cosFormer's q_proj/k_proj/v_proj/out_proj → qkv/proj); identity for most. A variant that needs
+  /// it hides this with its own static of the same name.
+  static TensorMap state_from_official(const TensorMap& state) { return state; }
 
  protected:
   /// Validates options.settings() against the variant's schema (throws one line naming the setting and the variant).

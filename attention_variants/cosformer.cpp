@@ -14,6 +14,26 @@ const SettingsSchema& CosformerAttentionImpl::schema() {
   return s;
 }
 
+TensorMap CosformerAttentionImpl::state_from_official(const TensorMap& state) {
+  if (!state.count("q_proj.weight")) return state;  // already in our layout
+  TensorMap out;
+  for (const auto& [key, t] : state) {
+    const bool stacked = key.rfind("q_proj.", 0) == 0 || key.rfind("k_proj.", 0) == 0 || key.rfind("v_proj.", 0) == 0;
+    if (stacked) continue;
+    if (key.rfind("out_proj.", 0) == 0) out["proj." + key.substr(9)] = t;
+    else out[key] = t;
+  }
+  for (const char* p : {"weight", "bias"}) {
+    const std::string s(p);
+    if (state.count("q_proj." + s) && state.count("k_proj." + s) && state.count("v_proj." + s))
+      out["qkv." + s] = torch::cat({state.at("q_proj." + s), state.at("k_proj." + s), state.at("v_proj." + s)});
+    else  // leave the parts for the strict loader to name
+      for (const char* part : {"q_proj.", "k_proj.", "v_proj."})
+        if (state.count(part + s)) out[part + s] = state.at(part + s);
+  }
+  return out;
+}
+
 CosformerAttentionImpl::CosformerAttentionImpl(AttentionOptions options)
     : ProjectedAttention(std::move(options), Variant::cosformer, "cosFormer"),
       index_(settings_.choice("cosformer_index") == "raster_1d" ? CosformerIndex::raster_1d

@@ -30,6 +30,8 @@ class CosformerAttentionImpl : public ProjectedAttention {
   torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx) override;
   /// The settings this variant owns (keys, defaults, accepted values).
   static const SettingsSchema& schema();
+  /// cosFormer's own module keys (q_proj, k_proj, v_proj, out_proj: Linear) → qkv (stacked rows) and proj.
+  static TensorMap state_from_official(const TensorMap& state);
 
  protected:
   int64_t matmul_macs(int64_t tokens) const override;

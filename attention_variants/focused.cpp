@@ -13,6 +13,12 @@ const SettingsSchema& FocusedAttentionImpl::schema() {
   return s;
 }
 
+std::vector<SettingPair> FocusedAttentionImpl::settings_from_state_shapes(const StateShapes& shapes) {
+  auto it = shapes.find("positional_encoding");
+  if (it == shapes.end() || it->second.size() != 3) return {};
+  return {{"position_tokens", std::to_string(it->second[1])}};
+}
+
 FocusedAttentionImpl::FocusedAttentionImpl(AttentionOptions options)
     : ProjectedAttention(std::move(options), Variant::focused, "focused linear attention"),
       focusing_factor_(settings_.integer("focusing_factor")),

@@ -24,6 +24,8 @@ class FocusedAttentionImpl : public ProjectedAttention {
   torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx) override;
   /// The settings this variant owns (keys, defaults, accepted values).
   static const SettingsSchema& schema();
+  /// An official state dict's positional_encoding (1, N, C) sets position_tokens = N.
+  static std::vector<SettingPair> settings_from_state_shapes(const StateShapes& shapes);
 
  protected:
   int64_t matmul_macs(int64_t tokens) const override;

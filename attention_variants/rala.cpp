@@ -32,6 +32,16 @@ torch::Tensor RalaAttentionImpl::forward(const torch::Tensor& x, const Attention
     auto logits = torch::matmul(q.mean(-2, true) * scale, k.transpose(-2, -1));  // (B, h, 1, N)
     auto alpha = torch::softmax(logits, -1).transpose(-2, -1);                  // (B, h, N, 1)
     emit_probe(ctx, Probe::alpha, alpha.squeeze(-1));
+    if (probe_wanted(ctx, Probe::kv_buffer_unweighted)) {
+      // The same keys without α (uniform weights 1/N): Σ_j RoPE(φk_j)ᵀ v_j / N, in kv_buffer's normalisation.
+      auto k_plain = k;
+      if (rope_) {
+        const auto tables = context_rope(ctx, head_dim(), x);
+        k_plain = theta_shift(k, tables.sin, tables.cos);
+      }
+      emit_probe(ctx, Probe::kv_buffer_unweighted,
+                 torch::matmul(k_plain.transpose(-2, -1), p.v) / static_cast<double>(N));
+    }
     k = k * (alpha * static_cast<double>(N));
   }
   auto q_num = q, k_num = k;
@@ -42,6 +52,7 @@ torch::Tensor RalaAttentionImpl::forward(const torch::Tensor& x, const Attention
   }
   auto r = linear_attention(q_num, k_num, q, k, p.v, Normalizer::mean, kEps);
   emit_probe(ctx, Probe::kv_buffer, r.kv);
+  if (!alpha_) emit_probe(ctx, Probe::kv_buffer_unweighted, r.kv);  // without α the buffer is the unweighted one
   emit_probe(ctx, Probe::normalizer_z, r.z.squeeze(-1));
   if (probe_wanted(ctx, Probe::attention, N))
     emit_probe(ctx, Probe::attention, implied_attention(q_num, k_num, r.z, Normalizer::mean));

@@ -9,7 +9,8 @@
 ///   y_i = RoPE(q_i) · kv · z_i + LePE₅ₓ₅(v)                (switch `lepe`)
 ///   out = proj(y ⊙ o)                                      (switch `gate`: o is a raw linear gate)
 /// With every switch off this is the mean-normalised linear attention (`linear` with normalizer=mean) on the same
-/// q, k, v projections. Probes: kv_buffer, normalizer_z, alpha, output, output_gated, attention (on request).
+/// q, k, v projections. Probes: kv_buffer, kv_buffer_unweighted (the same keys without α: Σ_j RoPE(φk_j)ᵀ v_j / N),
+/// normalizer_z, alpha, output, output_gated, attention (on request).
 ///
 /// Usage:
 ///   rala::RalaAttention attn(rala::AttentionOptions(64, 2));            // official

@@ -155,6 +155,30 @@ std::vector<SettingPair> settings_from_state_shapes(Variant v, const StateShapes
   TORCH_CHECK(false, "unknown attention variant id ", static_cast<int>(v));
 }
 
+TensorMap state_from_official(Variant v, const TensorMap& state) {
+  switch (v) {
+    case Variant::softmax: return SoftmaxAttentionImpl::state_from_official(state);
+    case Variant::linear: return LinearAttentionImpl::state_from_official(state);
+    case Variant::focused: return FocusedAttentionImpl::state_from_official(state);
+    case Variant::cosformer: return CosformerAttentionImpl::state_from_official(state);
+    case Variant::rala: return RalaAttentionImpl::state_from_official(state);
+    case Variant::transnormer: return TransnormerAttentionImpl::state_from_official(state);
+    case Variant::transnormer_diag: return TransnormerDiagAttentionImpl::state_from_official(state);
+    case Variant::vicinity: return VicinityAttentionImpl::state_from_official(state);
+    case Variant::hedgehog: return HedgehogAttentionImpl::state_from_official(state);
+    case Variant::gla: return GlaAttentionImpl::state_from_official(state);
+    case Variant::chela: return ChelaAttentionImpl::state_from_official(state);
+    case Variant::fixation: return FixationAttentionImpl::state_from_official(state);
+    case Variant::mlla: return MllaAttentionImpl::state_from_official(state);
+    case Variant::pola: return PolaAttentionImpl::state_from_official(state);
+    case Variant::inline_attention: return InlineAttentionImpl::state_from_official(state);
+    case Variant::agent: return AgentAttentionImpl::state_from_official(state);
+    case Variant::mala: return MalaAttentionImpl::state_from_official(state);
+    case Variant::litemla: return LitemlaAttentionImpl::state_from_official(state);
+  }
+  TORCH_CHECK(false, "unknown attention variant id ", static_cast<int>(v));
+}
+
 std::shared_ptr<AttentionBase> make_attention(Variant v, const AttentionOptions& options) {
   switch (v) {
     case Variant::softmax: return SoftmaxAttention(options).ptr();

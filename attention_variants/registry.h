@@ -117,6 +117,8 @@ const SettingsSchema& settings_schema(Variant v);
 /// Settings implied by the shapes of an official state dict (key → shape): learned tables sized by N or the grid, e.g.
 /// FLatten's positional_encoding (1, N, C) → position_tokens=N. Empty for most variants. (`rala layer` uses it.)
 std::vector<SettingPair> settings_from_state_shapes(Variant v, const StateShapes& shapes);
+/// An official module's state dict in the layer's own keys (see AttentionBase::state_from_official).
+TensorMap state_from_official(Variant v, const TensorMap& state);
 /// Builds a variant with the given options (validates its settings).
 std::shared_ptr<AttentionBase> make_attention(Variant v, const AttentionOptions& options);
 

@@ -23,77 +23,16 @@
 #include "experiments/model_loading.h"
 #include "experiments/rank.h"
 #include "experiments/runtime.h"
+#include "models/checkpoint.h"
 #include "models/presets.h"
+
+#include <nlohmann/json.hpp>
+
+#include <sstream>
 
 namespace rala {
 
 namespace fs = std::filesystem;
-
-std::vector<AblationConfig> standard_ablation_configs() {
-  return {
-      {"SSSS", "SSSS", {}},
-      {"RRSS", "RRSS", {}},
-      {"RRRR", "RRRR", {}},
-      {"LLSS", "LLSS", {}},
-      {"FFSS", "FFSS", {}},
-      {"CCSS", "CCSS", {}},
-      {"RRSS no_alpha", "RRSS", {"alpha=0"}},
-      {"RRSS no_gate", "RRSS", {"gate=0"}},
-      {"RRSS no_alpha no_gate", "RRSS", {"alpha=0", "gate=0"}},
-      {"RRSS no_rope", "RRSS", {"rope=0"}},
-      {"RRSS no_lepe", "RRSS", {"lepe=0"}},
-  };
-}
-
-AblationPreset ablation_preset(const std::string& name) {
-  AblationPreset p;
-  p.name = name;
-  p.train.model = "ravlt_micro";
-  p.train.data = "fashion-mnist";
-  p.train.image_size = 28;
-  p.train.batch_size = 128;
-  p.train.lr = 2e-3;
-  p.train.weight_decay = 0.05;
-  p.train.label_smoothing = 0.1;
-  p.train.warmup_epochs = 1;
-  p.train.clip_grad = 5.0;
-  if (name == "quick") {
-    p.configs = standard_ablation_configs();
-    p.train.train_limit = 8192;
-    p.train.test_limit = 2000;
-    p.train.epochs = 4;
-    p.train.warmup_epochs = 0.5;
-    p.rank_images = 64;
-    p.seeds = 1;
-  } else if (name == "full") {
-    p.configs = standard_ablation_configs();
-    p.train.train_limit = 12288;
-    p.train.test_limit = 5000;
-    p.train.epochs = 4;
-    p.train.warmup_epochs = 0.5;
-    p.rank_images = 256;
-    p.seeds = 3;
-  } else if (name == "tiny") {
-    p.configs = {{"RRSS", "RRSS", {}}, {"LLSS no_gate", "LLSS", {"gate=0"}}};
-    p.train.train_limit = 256;
-    p.train.test_limit = 64;
-    p.train.epochs = 1;
-    p.train.warmup_epochs = 0.5;
-    p.rank_images = 8;
-    p.seeds = 1;
-  } else {
-    TORCH_CHECK(false, "unknown ablation preset '", name, "' (expected quick, full or tiny)");
-  }
-  char buf[256];
-  std::snprintf(buf, sizeof buf, "%s on %s, %s training images, %s test images, %lld epochs, %lld px, batch %lld",
-                p.train.model.c_str(), p.train.data.c_str(),
-                p.train.train_limit < 0 ? "all" : std::to_string(p.train.train_limit).c_str(),
-                p.train.test_limit < 0 ? "all" : std::to_string(p.train.test_limit).c_str(),
-                static_cast<long long>(p.train.epochs), static_cast<long long>(p.train.image_size),
-                static_cast<long long>(p.train.batch_size));
-  p.description = buf;
-  return p;
-}
 
 std::pair<double, double> mean_std(const std::vector<double>& v) {
   if (v.empty()) return {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::quiet_NaN()};
@@ -129,15 +68,14 @@ double inference_throughput(AnyModel& model, int64_t batch, int64_t size, int it
   return static_cast<double>(batch) / best;
 }
 
-/// Mean over layers of stages 0–1 of one probe's per-layer mean (weighted by count) — the stages every configuration
-/// except SSSS makes linear. NaN when no such layer records the probe (kv_buffer of softmax). Layers are named
-/// "<stage>.<block>" (RecorderLayer::name).
-double stage01_mean(const RankSummary& s, const std::string& probe, bool effective) {
+/// Mean over the layers of `stages` of one probe's per-layer mean (weighted by count). NaN when no such layer records
+/// the probe (kv_buffer of softmax). Layers are named "<stage>.<block>" (RecorderLayer::name).
+double summary_mean(const RankSummary& s, const std::string& probe, const std::vector<int64_t>& stages, bool effective) {
   double sum = 0;
   int64_t count = 0;
   for (const auto& [layer, per_probe] : s) {
     const int64_t stage = std::stoll(layer.substr(0, layer.find('.')));
-    if (stage > 1) continue;
+    if (std::find(stages.begin(), stages.end(), stage) == stages.end()) continue;
     auto p = per_probe.find(probe);
     if (p == per_probe.end()) continue;
     const RunningStat& st = effective ? p->second.effective_rank : p->second.rank;
@@ -147,7 +85,31 @@ double stage01_mean(const RankSummary& s, const std::string& probe, bool effecti
   return count ? sum / static_cast<double>(count) : std::numeric_limits<double>::quiet_NaN();
 }
 
-const char* kAblationProbes[] = {"kv_buffer", "output", "output_gated"};
+std::string join_ints(const std::vector<int64_t>& v) {
+  std::string s;
+  for (auto x : v) s += (s.empty() ? "" : ", ") + std::to_string(x);
+  return s;
+}
+
+/// Per configuration name, the spec the grid in DIR was made with (DIR/grid.json), or nothing.
+std::map<std::string, std::string> stored_specs(const std::string& out) {
+  std::map<std::string, std::string> specs;
+  std::ifstream in(fs::path(out) / "grid.json");
+  if (!in) return specs;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto j = nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
+  TORCH_CHECK(!j.is_discarded() && j.is_object() && j.contains("configs") && j["configs"].is_object(), "'",
+              (fs::path(out) / "grid.json").string(), "' is not the grid record rala ablate writes; remove it or use a new --out");
+  for (auto it = j["configs"].begin(); it != j["configs"].end(); ++it)
+    specs[it.key()] = it.value().is_string() ? it.value().get<std::string>() : it.value().dump();
+  return specs;
+}
+
+void write_text_atomically(const fs::path& path, const std::string& text) {
+  write_bytes_atomically(path.string(), std::vector<char>(text.begin(), text.end()));
+}
+
 
 /// One training of the grid, run as a child process `rala --threads 1 train --config-json … --out RUN` with its output
 /// in RUN/train.log. Small models train fastest on one thread each, several at once (intra-op threads on tiny tensors
@@ -228,110 +190,153 @@ void run_training_jobs(std::vector<TrainJob>& jobs, int64_t parallel, bool quiet
 
 }  // namespace
 
-ResultsTable make_ablation_table() {
+ResultsTable make_ablation_table(const std::vector<std::string>& probes, const std::vector<int64_t>& summary_stages) {
   ResultsTable t;
   t.add_column("config", ColumnKind::text, "", "configuration")
-      .add_column("pattern", ColumnKind::text, "", "attention letter per stage")
-      .add_column("attn_opts", ColumnKind::text, "", "attention options (key=value, applied to every attention layer)")
-      .add_column("seeds", ColumnKind::integer, "", "seeds trained (0 .. seeds-1)")
+      .add_column("pattern", ColumnKind::text, "", "attention variant per stage (letters or names)")
+      .add_column("attn_opts", ColumnKind::text, "", "attention settings ([variant.]key=value)")
+      .add_column("seeds", ColumnKind::integer, "", "seeds trained")
       .add_column("epochs", ColumnKind::integer, "", "epochs per training")
       .add_column("params", ColumnKind::integer, "", "parameters")
       .add_column("gmacs", ColumnKind::number, "GMACs", "multiply-accumulates per image incl. attention matmuls")
       .add_column("top1_mean", ColumnKind::number, "%", "test top-1, mean over seeds")
       .add_column("top1_std", ColumnKind::number, "%", "test top-1, sample std over seeds (0 for one seed)");
-  for (const char* probe : kAblationProbes) {
-    t.add_column(std::string(probe) + "_rank", ColumnKind::number, "",
-                 std::string("numerical rank of ") + probe +
-                     " (numpy rule), mean over seeds, test images, heads and the layers of stages 0-1");
-    t.add_column(std::string(probe) + "_effective_rank", ColumnKind::number, "",
-                 std::string("effective rank of ") + probe + ", mean as above");
+  const std::string stages = "the layers of stage" + std::string(summary_stages.size() > 1 ? "s " : " ") +
+                             join_ints(summary_stages);
+  for (const auto& probe : probes) {
+    t.add_column(probe + "_rank", ColumnKind::number, "",
+                 "numerical rank of " + probe + " (numpy rule), mean over seeds, test images, heads and " + stages);
+    t.add_column(probe + "_effective_rank", ColumnKind::number, "", "effective rank of " + probe + ", mean as above");
   }
   t.add_column("images_per_s", ColumnKind::number, "images/s", "inference throughput (fp32, batch 64, one thread, best of 7 batches)");
   return t;
 }
 
-ResultsTable run_ablation(const AblationPreset& preset, int64_t seeds, const std::string& out, bool quiet,
+ResultsTable run_ablation(const AblationGrid& grid, const std::string& out, bool quiet, bool overwrite,
                           int64_t parallel) {
-  TORCH_CHECK(seeds > 0, "--seeds must be > 0, got ", seeds);
-  if (parallel <= 0) parallel = std::max<int64_t>(1, static_cast<int64_t>(std::thread::hardware_concurrency()));
   TORCH_CHECK(!out.empty(), "--out DIR is required");
-  for (const auto& c : preset.configs) AnyModel(preset.train.model, c.pattern, c.settings);  // validate up front
+  TORCH_CHECK(!grid.seeds.empty(), "the grid has no seeds");
+  if (parallel <= 0) parallel = grid.jobs;
+  if (parallel <= 0) parallel = std::max<int64_t>(1, static_cast<int64_t>(std::thread::hardware_concurrency()));
+  for (const auto& c : grid.configs) AnyModel(grid.train.model, c.pattern, c.settings);  // validate up front
+  auto run_dir = [&](const AblationConfig& config, int64_t seed) {
+    return fs::path(out) / "runs" / (slug(config.name) + "_seed" + std::to_string(seed));
+  };
+  auto rank_file = [&](const AblationConfig& config, int64_t seed) {
+    return fs::path(out) / "rank" / (slug(config.name) + "_seed" + std::to_string(seed) + ".h5");
+  };
+
+  // The grid that made DIR (if any) must be this one, configuration by configuration.
+  const auto stored = stored_specs(out);
+  std::map<std::string, std::string> specs;
+  for (size_t i = 0; i < grid.configs.size(); ++i) specs[grid.configs[i].name] = grid.config_spec(i);
+  if (!stored.empty()) {
+    std::vector<std::string> changed, added, removed;
+    for (const auto& [name, spec] : specs) {
+      auto it = stored.find(name);
+      if (it == stored.end()) added.push_back(name);
+      else if (it->second != spec) changed.push_back(name);
+    }
+    for (const auto& [name, spec] : stored)
+      if (!specs.count(name)) removed.push_back(name);
+    if (!changed.empty() || !added.empty() || !removed.empty()) {
+      auto list = [](const std::vector<std::string>& v) {
+        std::string s;
+        for (const auto& x : v) s += (s.empty() ? "'" : ", '") + x + "'";
+        return s;
+      };
+      std::string diff;
+      if (!changed.empty()) diff += "changed: " + list(changed);
+      if (!added.empty()) diff += std::string(diff.empty() ? "" : "; ") + "added: " + list(added);
+      if (!removed.empty()) diff += std::string(diff.empty() ? "" : "; ") + "removed: " + list(removed);
+      TORCH_CHECK(overwrite, "'", out, "' was made by a different grid (", diff,
+                  "); use --overwrite to retrain what differs, or another --out");
+      for (const auto& c : grid.configs) {  // start the changed configurations again
+        if (!std::count(changed.begin(), changed.end(), c.name)) continue;
+        for (auto seed : grid.seeds) {
+          fs::remove_all(run_dir(c, seed));
+          fs::remove(rank_file(c, seed));
+        }
+      }
+    }
+  }
   fs::create_directories(fs::path(out) / "runs");
   fs::create_directories(fs::path(out) / "rank");
-  ResultsTable table = make_ablation_table();
+  {
+    nlohmann::json record = {{"grid", grid.name}, {"source", grid.source}, {"configs", specs}};
+    write_text_atomically(fs::path(out) / "grid.json", record.dump(2) + "\n");
+    write_text_atomically(fs::path(out) / "grid.yaml", grid.text);
+  }
+  ResultsTable table = make_ablation_table(grid.analysis.probes, grid.analysis.summary_stages);
   const std::string table_path = (fs::path(out) / "ablation.h5").string();
   const auto started = std::chrono::steady_clock::now();
 
   // Phase 1: every training of the grid, `parallel` child processes at a time.
-  auto run_dir = [&](const AblationConfig& config, int64_t seed) {
-    return (fs::path(out) / "runs" / (slug(config.name) + "_seed" + std::to_string(seed))).string();
-  };
   std::vector<TrainJob> jobs;
-  for (const auto& config : preset.configs)
-    for (int64_t seed = 0; seed < seeds; ++seed) {
+  for (const auto& config : grid.configs)
+    for (auto seed : grid.seeds) {
       TrainJob job;
       job.name = config.name + " seed " + std::to_string(seed);
-      job.config = preset.train;
+      job.config = grid.train;
       job.config.pattern = config.pattern;
       job.config.settings = config.settings;
       job.config.seed = static_cast<uint64_t>(seed);
-      job.config.out = run_dir(config, seed);
-      job.config.resume = fs::exists(fs::path(job.config.out) / "checkpoint.pth");  // continue an interrupted grid
+      job.config.out = run_dir(config, seed).string();
+      job.config.resume = fs::exists(run_dir(config, seed) / "checkpoint.pth");  // continue an interrupted grid
       jobs.push_back(job);
     }
   if (!quiet)
     std::cerr << "training " << jobs.size() << " models, " << parallel << " at a time (logs in runs/*/train.log)\n";
   run_training_jobs(jobs, parallel, quiet);
 
-  // Phase 2: per configuration, rank analysis of the test images and inference throughput (all threads).
-  for (const auto& config : preset.configs) {
+  // Phase 2: per configuration, rank analysis of the test images and inference throughput.
+  std::string probe_list;
+  for (const auto& p : grid.analysis.probes) probe_list += (probe_list.empty() ? "" : ",") + p;
+  for (const auto& config : grid.configs) {
     std::vector<double> top1, throughput;
     std::map<std::string, std::vector<double>> ranks;
     int64_t params = 0;
     double gmacs = 0;
-    for (int64_t seed = 0; seed < seeds; ++seed) {
-      const std::string run_name = slug(config.name) + "_seed" + std::to_string(seed);
-      TrainResult r;
-      r.checkpoint = (fs::path(run_dir(config, seed)) / "checkpoint.pth").string();
+    for (auto seed : grid.seeds) {
+      const auto dir = run_dir(config, seed);
       {
-        h5::File f((fs::path(run_dir(config, seed)) / "metrics.h5").string(), h5::Mode::read);
+        h5::File f((dir / "metrics.h5").string(), h5::Mode::read);
         const auto m = ResultsTable::read_h5(f);
-        TORCH_CHECK(m.rows() == preset.train.epochs, "run ", run_dir(config, seed), " has ", m.rows(),
-                    " epochs of metrics, expected ", preset.train.epochs);
-        r.test_top1 = m.column("test_top1").numbers.back();
+        TORCH_CHECK(m.rows() == grid.train.epochs, "run ", dir.string(), " has ", m.rows(),
+                    " epochs of metrics, expected ", grid.train.epochs);
+        top1.push_back(m.column("test_top1").numbers.back());
       }
-      top1.push_back(r.test_top1);
-
       RankArgs ra;
-      ra.model.model = preset.train.model;
-      ra.model.checkpoint = r.checkpoint;
-      ra.data = preset.train.data == "fashion-mnist" ? "fashion-mnist"
-                : fs::is_directory(fs::path(preset.train.data) / "val")
-                    ? (fs::path(preset.train.data) / "val").string()
-                    : (fs::path(preset.train.data) / "test").string();
-      ra.num_images = preset.rank_images;
+      ra.model.model = grid.train.model;
+      ra.model.checkpoint = (dir / "checkpoint.pth").string();
+      ra.data = grid.train.data == "fashion-mnist" || grid.train.data == "synthetic" ? grid.train.data
+                : fs::is_directory(fs::path(grid.train.data) / "val")
+                    ? (fs::path(grid.train.data) / "val").string()
+                    : (fs::path(grid.train.data) / "test").string();
+      ra.num_images = grid.analysis.images;
       ra.batch_size = 32;
-      ra.image_size = preset.train.image_size;
+      ra.image_size = grid.train.image_size;
+      ra.probes = probe_list;
       ra.quiet = true;
       LoadedModel loaded;  // the trained model, loaded once for the rank analysis and the rest of the row
-      const auto summary = run_rank(ra, "", (fs::path(out) / "rank" / (run_name + ".h5")).string(), &loaded);
-      for (const char* probe : kAblationProbes) {
-        ranks[std::string(probe) + "_rank"].push_back(stage01_mean(summary, probe, false));
-        ranks[std::string(probe) + "_effective_rank"].push_back(stage01_mean(summary, probe, true));
+      const auto summary = run_rank(ra, "", rank_file(config, seed).string(), &loaded);
+      for (const auto& probe : grid.analysis.probes) {
+        ranks[probe + "_rank"].push_back(summary_mean(summary, probe, grid.analysis.summary_stages, false));
+        ranks[probe + "_effective_rank"].push_back(summary_mean(summary, probe, grid.analysis.summary_stages, true));
       }
-
-      const int64_t size = preset.train.image_size > 0 ? preset.train.image_size : loaded.model->default_image_size();
+      const int64_t size = grid.train.image_size > 0 ? grid.train.image_size : loaded.model->default_image_size();
       params = loaded.model->parameters();
       gmacs = static_cast<double>(loaded.model->macs(size, size).with_matmuls) / 1e9;
-      throughput.push_back(inference_throughput(*loaded.model, 64, size));
+      throughput.push_back(grid.analysis.time_inference ? inference_throughput(*loaded.model, 64, size)
+                                                        : std::numeric_limits<double>::quiet_NaN());
     }
     std::string opts;
     for (const auto& s : config.settings) opts += (opts.empty() ? "" : " ") + s;
     std::map<std::string, TableValue> row = {{"config", config.name},
                                              {"pattern", config.pattern},
                                              {"attn_opts", opts},
-                                             {"seeds", seeds},
-                                             {"epochs", preset.train.epochs},
+                                             {"seeds", static_cast<int64_t>(grid.seeds.size())},
+                                             {"epochs", grid.train.epochs},
                                              {"params", params},
                                              {"gmacs", gmacs}};
     auto [m, s] = mean_std(top1);
@@ -343,12 +348,14 @@ ResultsTable run_ablation(const AblationPreset& preset, int64_t seeds, const std
     write_table_files(table, table_path, [&](h5::File& f) {
       set_provenance(f);
       f.set_attr("/", "table_kind", "ablation");
-      f.set_attr("/", "ablation_preset", preset.name);
-      f.set_attr("/", "ablation_description", preset.description);
-      f.set_attr("/", "model", preset.train.model);
-      f.set_attr("/", "dataset", preset.train.data);
-      f.set_attr("/", "train_config", preset.train.to_json());
-      f.set_attr("/", "rank_images", preset.rank_images);
+      f.set_attr("/", "ablation_preset", grid.name);
+      f.set_attr("/", "ablation_grid", grid.source);
+      f.set_attr("/", "ablation_description", grid.description);
+      f.set_attr("/", "model", grid.train.model);
+      f.set_attr("/", "dataset", grid.train.data);
+      f.set_attr("/", "train_config", grid.train.to_json());
+      f.set_attr("/", "rank_images", grid.analysis.images);
+      f.set_attr("/", "summary_stages", grid.analysis.summary_stages);
       f.set_attr("/", "dtype", "float32");
       f.set_attr("/", "elapsed_s",
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
@@ -369,45 +376,73 @@ std::string fmt(double v, int precision) {
 }  // namespace
 
 void print_ablation_table(std::ostream& out, const ResultsTable& t) {
-  out << "| config | params | GMACs | top-1 (%) | kv_buffer rank / eff. | output rank / eff. | output_gated rank / eff. "
-         "| images/s |\n|---|---:|---:|---:|---:|---:|---:|---:|\n";
+  std::vector<std::string> probes;  // every <probe>_rank column with its effective-rank twin
+  for (const auto& c : t.columns()) {
+    const auto& n = c.name;
+    if (n.size() > 5 && n.compare(n.size() - 5, 5, "_rank") == 0 && n.find("_effective_rank") == std::string::npos &&
+        t.has_column(n.substr(0, n.size() - 5) + "_effective_rank"))
+      probes.push_back(n.substr(0, n.size() - 5));
+  }
+  out << "| config | params | GMACs | top-1 (%) |";
+  for (const auto& p : probes) out << " " << p << " rank / eff. |";
+  out << " images/s |\n|---|---:|---:|---:|";
+  for (size_t i = 0; i < probes.size(); ++i) out << "---:|";
+  out << "---:|\n";
   for (int64_t r = 0; r < t.rows(); ++r) {
     auto num = [&](const std::string& c) { return t.column(c).numbers[r]; };
     out << "| " << t.column("config").texts[r] << " | " << t.column("params").integers[r] << " | "
         << fmt(num("gmacs"), 4) << " | " << fmt(num("top1_mean"), 2) << " ± " << fmt(num("top1_std"), 2) << " | ";
-    for (const char* probe : kAblationProbes)
-      out << fmt(num(std::string(probe) + "_rank"), 2) << " / " << fmt(num(std::string(probe) + "_effective_rank"), 2)
-          << " | ";
+    for (const auto& probe : probes)
+      out << fmt(num(probe + "_rank"), 2) << " / " << fmt(num(probe + "_effective_rank"), 2) << " | ";
     out << fmt(num("images_per_s"), 0) << " |\n";
   }
 }
 
 void add_ablate_command(CLI::App& app) {
   struct Args {
-    std::string preset = "quick";
+    std::string preset, grid, out;
     int64_t seeds = 0;
     int64_t jobs = 0;
-    std::string out;
-    bool quiet = false;
+    bool quiet = false, dry_run = false, overwrite = false, print_grid = false;
   };
   auto a = std::make_shared<Args>();
   auto* cmd = app.add_subcommand("ablate", "Train, rank-analyse and time a grid of attention configurations");
-  cmd->add_option("--preset", a->preset, "quick (≤ 8 min on 2 cores) | full")->capture_default_str();
-  cmd->add_option("--seeds", a->seeds, "Seeds per configuration (0: the preset's)");
-  cmd->add_option("--jobs", a->jobs, "Trainings run at once, one thread each (0: one per core)");
-  cmd->add_option("--out", a->out, "Output directory (runs/, rank/, ablation.h5, ablation.csv)")->required();
+  std::string presets;
+  for (const auto& n : grid_preset_names()) presets += (presets.empty() ? "" : " | ") + n;
+  auto* grid_opt = cmd->add_option("--grid", a->grid, "Grid file (YAML; see experiments/grids/*.yaml)");
+  cmd->add_option("--preset", a->preset, "A shipped grid: " + presets + " (default quick)")->excludes(grid_opt);
+  cmd->add_option("--seeds", a->seeds, "Seeds 0..N-1 per configuration (0: the grid's)");
+  cmd->add_option("--jobs", a->jobs, "Trainings run at once, one thread each (0: the grid's, else one per core)");
+  cmd->add_option("--out", a->out, "Output directory (runs/, rank/, ablation.h5, ablation.csv, grid.json)");
+  cmd->add_flag("--dry-run", a->dry_run, "Print the expanded list of runs and exit");
+  cmd->add_flag("--print-grid", a->print_grid, "Print the grid file (e.g. a preset, to copy and edit) and exit");
+  cmd->add_flag("--overwrite", a->overwrite, "Under an --out made by a different grid: retrain what differs");
   cmd->add_flag("--quiet", a->quiet, "No progress output");
   cmd->callback([a] {
-    const auto preset = ablation_preset(a->preset);
-    TORCH_CHECK(a->seeds >= 0, "--seeds must be >= 0 (0 = the preset's), got ", a->seeds);
-    const int64_t seeds = a->seeds > 0 ? a->seeds : preset.seeds;
-    std::cerr << "ablation '" << preset.name << "': " << preset.configs.size() << " configurations × " << seeds
-              << " seed(s); " << preset.description << "\n";
+    const std::string preset = a->preset.empty() ? "quick" : a->preset;
+    if (a->print_grid) {
+      std::cout << (a->grid.empty() ? grid_preset_text(preset) : load_grid(a->grid).text);
+      return;
+    }
+    auto grid = a->grid.empty() ? grid_preset(preset) : load_grid(a->grid);
+    TORCH_CHECK(a->seeds >= 0, "--seeds must be >= 0 (0 = the grid's), got ", a->seeds);
+    if (a->seeds > 0) {
+      grid.seeds.clear();
+      for (int64_t i = 0; i < a->seeds; ++i) grid.seeds.push_back(i);
+    }
+    TORCH_CHECK(a->jobs >= 0, "--jobs must be >= 0 (0 = the grid's, else one per core), got ", a->jobs);
+    std::cerr << "ablation '" << grid.name << "': " << grid.configs.size() << " configurations × " << grid.seeds.size()
+              << " seed(s); " << grid.description << "\n";
+    if (a->dry_run) {
+      for (const auto& line : grid.runs()) std::cout << line << "\n";
+      std::cout << grid.runs().size() << " runs\n";
+      return;
+    }
+    TORCH_CHECK(!a->out.empty(), "--out DIR is required (or --dry-run)");
     const auto t0 = std::chrono::steady_clock::now();
-    TORCH_CHECK(a->jobs >= 0, "--jobs must be >= 0 (0 = one per core), got ", a->jobs);
-    const auto table = run_ablation(preset, seeds, a->out, a->quiet, a->jobs);
+    const auto table = run_ablation(grid, a->out, a->quiet, a->overwrite, a->jobs);
     print_ablation_table(std::cout, table);
-    std::cout << "ablation '" << preset.name << "' took "
+    std::cout << "ablation '" << grid.name << "' took "
               << fmt(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 0) << " s; wrote "
               << (fs::path(a->out) / "ablation.h5").string() << " and ablation.csv\n";
   });

@@ -7,6 +7,7 @@
 #include "experiments/bench.h"
 #include "experiments/demo.h"
 #include "experiments/info.h"
+#include "experiments/layer.h"
 #include "experiments/predict.h"
 #include "experiments/rank.h"
 #include "experiments/report.h"
@@ -28,6 +29,7 @@ int main(int argc, char** argv) {
   });
   rala::set_command_line(argc, argv);
   rala::add_info_command(app);
+  rala::add_layer_command(app);
   rala::add_predict_command(app);
   rala::add_rank_command(app);
   rala::add_report_command(app);
@@ -38,7 +40,7 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
     if (app.get_subcommands().empty()) {
-      std::cerr << "rala: error: a subcommand is required (one of: info, predict, rank, report, train, ablate, bench, demo); run 'rala --help'\n";
+      std::cerr << "rala: error: a subcommand is required (one of: info, layer, predict, rank, report, train, ablate, bench, demo); run 'rala --help'\n";
       return 2;
     }
   } catch (const CLI::ParseError& e) {

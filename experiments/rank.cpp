@@ -98,6 +98,7 @@ RankSummary run_rank(const RankArgs& a, const std::string& pattern, const std::s
     file.write("/images/labels", torch::tensor(labels, torch::kInt64));
     file.set_attr("/", "num_images", static_cast<int64_t>(names.size()));
     file.set_attr("/", "tolerance_rule", recorder.tolerance_rule());
+    file.set_attr("/", "protocol", a.protocol);
     summary = recorder.summary();
     if (!a.quiet)
       std::fprintf(stderr, "rank %s %s: %zu images, %.1f images/s -> %s\n", model.preset().c_str(),
@@ -163,8 +164,19 @@ void add_rank_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--batch-size", a->batch_size, "Images per forward")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--image-size", a->image_size, "Input side (default: the model's, 224 or 64)");
-  cmd->add_option("--probes", a->probes, "Comma list of kv_buffer, output, output_gated, alpha, attention, output_all_heads, output_gated_all_heads")->capture_default_str();
-  cmd->add_option("--tolerance", a->tolerance, "Rank rule: numpy (σ_max·max(m,n)·eps) or a relative tolerance")
+  auto* probes = cmd->add_option("--probes", a->probes,
+                                  "Comma list of kv_buffer, kv_buffer_unweighted, kv_buffer_bwd, output, output_gated, "
+                                  "feature_q, feature_k, alpha, attention, output_all_heads, output_gated_all_heads")
+                      ->capture_default_str();
+  auto* tolerance = cmd->add_option("--tolerance", a->tolerance,
+                                    "Rank rule: numpy (σ_max·max(m,n)·eps) or a relative tolerance")
+                        ->capture_default_str();
+  cmd->add_option("--protocol", a->protocol,
+                  "default | paper: the RALA paper's Figure 2 (per-head numpy ranks of the KV buffer with and without "
+                  "α and of the output before and after the gate, per head and whole map)")
+      ->check(CLI::IsMember({"default", "paper"}))
+      ->excludes(probes)
+      ->excludes(tolerance)
       ->capture_default_str();
   cmd->add_option("--attention-top-k", a->attention_top_k, "Singular values kept of attention maps with N > 1024")
       ->capture_default_str();
@@ -173,6 +185,10 @@ void add_rank_command(CLI::App& app) {
   cmd->add_flag("--quiet", a->quiet, "No progress output");
   cmd->callback([a] {
     // Everything that can be checked up front is, before any work or any file is touched.
+    if (a->protocol == "paper") {
+      a->probes = kPaperProbes;
+      a->tolerance = "numpy";
+    }
     RecorderOptions check;
     parse_probe_list(a->probes, check);
     parse_tolerance(a->tolerance);

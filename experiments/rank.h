@@ -25,12 +25,20 @@ struct RankArgs {
   int64_t batch_size = 8;
   int64_t image_size = 0;
   std::string probes = "kv_buffer,output,output_gated";
+  /// "default", or "paper": the RALA paper's Figure 2 protocol, made sharper — float32 probes ranked per head with
+  /// numpy's rule, the KV buffer with and without α on the same keys, the output before and after the gate, per head
+  /// and for the whole map (sets `probes` to kPaperProbes and `tolerance` to numpy).
+  std::string protocol = "default";
   std::string tolerance = "numpy";
   int64_t attention_top_k = 64;
   std::string out;
   bool overwrite = false;
   bool quiet = false;
 };
+
+/// The probes of `--protocol paper`.
+constexpr const char* kPaperProbes =
+    "kv_buffer,kv_buffer_unweighted,output,output_gated,output_all_heads,output_gated_all_heads";
 
 /// Layer ("0.0") → probe ("kv_buffer", …) → mean ± std over images and heads.
 using RankSummary = std::map<std::string, std::map<std::string, ProbeSummary>>;

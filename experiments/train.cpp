@@ -16,7 +16,7 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--model", c->model, "Preset: ravlt_micro ravlt_t … deit_tiny")->capture_default_str();
   cmd->add_option("--attn-pattern", c->pattern, "Attention variant per stage: letters (RRSS) or names, comma-separated");
   cmd->add_option("--attn-opt", c->settings, "Attention setting [variant.]key=value (repeatable), e.g. alpha=0 or rala.gate=0");
-  cmd->add_option("--data", c->data, "fashion-mnist | DIR with train/ and val/ (or test/) class folders")
+  cmd->add_option("--data", c->data, "fashion-mnist | synthetic | DIR with train/ and val/ (or test/) class folders")
       ->capture_default_str();
   cmd->add_option("--image-size", c->image_size, "Input side (0: 28 for Fashion-MNIST, else the model's)")
       ->capture_default_str();

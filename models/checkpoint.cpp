@@ -17,6 +17,8 @@
 #include <stdexcept>
 #include <unordered_map>
 
+#include "models/safetensors.h"
+
 namespace rala {
 namespace {
 
@@ -747,6 +749,14 @@ void save_checkpoint(const std::string& path, const StateDict& model_state, int6
   }
 }
 
+void write_bytes_atomically(const std::string& path, const std::vector<char>& bytes) {
+  try {
+    write_atomically(path, bytes);
+  } catch (const FormatError& e) {
+    TORCH_CHECK(false, path, ": ", e.what());
+  }
+}
+
 StateDict state_dict(const torch::nn::Module& module) {
   StateDict state;
   for (const auto& p : module.named_parameters(/*recurse=*/true))
@@ -756,7 +766,39 @@ StateDict state_dict(const torch::nn::Module& module) {
   return state;
 }
 
+namespace {
+
+/// A .safetensors file (timm / Hugging Face): the whole file is the state dict; our own exports carry the checkpoint's
+/// 'meta' JSON and epoch in __metadata__ ("rala_meta", "epoch").
+bool read_if_safetensors(const std::string& path, const std::string& key, Checkpoint* out) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return false;
+  std::string first(9, '\0');
+  in.read(first.data(), 9);
+  first.resize(static_cast<size_t>(in.gcount()));
+  in.seekg(0, std::ios::end);
+  if (!looks_like_safetensors(first, static_cast<uint64_t>(std::max<std::streamoff>(in.tellg(), 0)))) return false;
+  TORCH_CHECK(key.empty() || key == "model", "read_checkpoint: ", path, ": a safetensors file holds one state dict; ",
+              "key '", key, "' does not apply (use the default or 'model')");
+  auto st = read_safetensors(path);
+  out->state = std::move(st.tensors);
+  out->source_key = "";
+  auto meta = st.metadata.find("rala_meta");
+  if (meta != st.metadata.end()) out->meta = meta->second;
+  auto epoch = st.metadata.find("epoch");
+  if (epoch != st.metadata.end()) {
+    char* end = nullptr;
+    const long long e = std::strtoll(epoch->second.c_str(), &end, 10);
+    if (end != epoch->second.c_str() && *end == '\0') out->epoch = e;
+  }
+  return true;
+}
+
+}  // namespace
+
 Checkpoint read_checkpoint(const std::string& path, const std::string& key) {
+  Checkpoint st;
+  if (read_if_safetensors(path, key, &st)) return st;
   try {
     return read_checkpoint_impl(path, key);
   } catch (const FormatError& e) {

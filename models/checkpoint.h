@@ -38,6 +38,10 @@ using StateDict = std::map<std::string, torch::Tensor>;
 void save_checkpoint(const std::string& path, const StateDict& model_state, int64_t epoch, const std::string& meta_json,
                      const std::vector<std::pair<std::string, torch::IValue>>& extra = {});
 
+/// Writes `bytes` to `path` atomically: "<path>.partial", fsync, rename; on failure the partial file is removed and an
+/// existing file at `path` is untouched. Throws one line naming the file.
+void write_bytes_atomically(const std::string& path, const std::vector<char>& bytes);
+
 /// All parameters and buffers of `module` (recursively, official key names): detached CPU clones, so that later
 /// training steps do not change the returned tensors.
 StateDict state_dict(const torch::nn::Module& module);
@@ -54,7 +58,9 @@ struct Checkpoint {
   std::vector<std::pair<std::string, torch::IValue>> extra;
 };
 
-/// Reads our own format or an official torch.save checkpoint (RAVLT_T.pth …; zip format, pickle protocol 2): a zip
+/// Reads a .safetensors file (recognised by its content: the whole file is the state dict; key must be "" or "model";
+/// our own exports' __metadata__ "rala_meta" and "epoch" fill meta and epoch), our own format, or an official
+/// torch.save checkpoint (RAVLT_T.pth …; zip format, pickle protocol 2): a zip
 /// whose top level is a dict holding 'model' and/or 'model_ema' (each an OrderedDict of tensors), or is itself the
 /// state dict; other entries (argparse Namespace, optimizer state, lr_scheduler, scaler, numbers) are skipped.
 /// `key`: "model", "model_ema" (or any other top-level entry holding a state dict), or "" = auto ('model', else

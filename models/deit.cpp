@@ -33,6 +33,10 @@ torch::Tensor DeitBlockImpl::forward(const torch::Tensor& x, int64_t grid_h, int
   return y + rala::drop_path(m, drop_path, is_training());
 }
 
+std::vector<std::string> DeitImpl::harness_settings() {
+  return {"softmax.gate=0", "softmax.rope=0", "softmax.lepe=0"};  // softmax is timm's plain Attention unless told
+}
+
 DeitImpl::DeitImpl(DeitOptions options) : options_(std::move(options)) {
   const auto& o = options_;
   variant_ = parse_pattern(o.attn_pattern(), 1).front();  // one variant (letter or name) for all blocks
@@ -43,9 +47,7 @@ DeitImpl::DeitImpl(DeitOptions options) : options_(std::move(options)) {
       "proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(o.in_chans(), C, o.patch_size()).stride(o.patch_size())));
   cls_token = register_parameter("cls_token", torch::zeros({1, 1, C}));
   pos_embed = register_parameter("pos_embed", torch::randn({1, 1 + grid * grid, C}) * 0.02);
-  // softmax is timm's plain Attention unless told otherwise
-  const auto settings =
-      distribute_settings({variant_}, o.attn_settings(), {"softmax.gate=0", "softmax.rope=0", "softmax.lepe=0"});
+  const auto settings = distribute_settings({variant_}, o.attn_settings(), harness_settings());
   auto attn_options = AttentionOptions(C, o.heads()).settings(settings.front());
   auto rates = torch::linspace(0, o.drop_path_rate(), o.depth(), torch::kFloat64);
   auto list = register_module("blocks", torch::nn::ModuleList());

@@ -58,6 +58,8 @@ class DeitImpl : public torch::nn::Module {
   std::function<ProbeSink*(int64_t stage, int64_t block)> probe_sinks;
   const DeitOptions& options() const { return options_; }
   Variant variant() const { return variant_; }
+  /// Settings the harness applies before the user's, where a variant has them (softmax: gate, RoPE, LePE off).
+  static std::vector<std::string> harness_settings();
 
   torch::nn::Conv2d patch_embed{nullptr};  ///< `patch_embed.proj`
   torch::Tensor cls_token, pos_embed;

@@ -67,6 +67,18 @@ std::vector<std::string> model_preset_names() {
   return names;
 }
 
+void AnyModel::check_pattern_and_settings(const std::string& preset, const std::string& pattern,
+                                          const std::vector<std::string>& settings) {
+  const std::string p = lower(preset);
+  if (p == "deit_tiny" || p == "deit_small") {
+    distribute_settings(parse_pattern(pattern.empty() ? deit_tiny().attn_pattern() : pattern, 1), settings,
+                        DeitImpl::harness_settings());
+    return;
+  }
+  const auto o = ravlt_preset(p);
+  distribute_settings(parse_pattern(pattern.empty() ? o.attn_pattern() : pattern, o.embed_dims().size()), settings);
+}
+
 AnyModel::AnyModel(const std::string& preset, const std::string& pattern, const std::vector<std::string>& settings,
                    int64_t num_classes, double drop_path_rate)
     : preset_(lower(preset)), settings_(settings) {

@@ -45,6 +45,10 @@ struct AttentionLayerInfo {
 ///   auto logits = m.forward(images);
 class AnyModel {
  public:
+  /// Checks a preset name, a pattern and settings as the constructor would, without building the model; throws the
+  /// constructor's one-line errors.
+  static void check_pattern_and_settings(const std::string& preset, const std::string& pattern,
+                                         const std::vector<std::string>& settings);
   /// pattern "" = the preset's default (RRSS for RAVLT, S for DeiT); num_classes < 0 = the preset's.
   /// drop_path_rate < 0 = the preset's (stochastic depth, active in training mode only).
   AnyModel(const std::string& preset, const std::string& pattern = "", const std::vector<std::string>& settings = {},

@@ -39,11 +39,16 @@ std::string data_string(const std::string& s) {
   return out + "\"";
 }
 
+/// The rank files the cross-file figures compare. Files made with `--protocol paper` have figures of their own and are
+/// left out of these when other rank files are given.
 std::vector<const InputFile*> rank_files(const std::vector<InputFile>& inputs) {
-  std::vector<const InputFile*> out;
+  std::vector<const InputFile*> all, plain;
   for (const auto& in : inputs)
-    if (in.kind == InputKind::rank) out.push_back(&in);
-  return out;
+    if (in.kind == InputKind::rank) {
+      all.push_back(&in);
+      if (in.attr("protocol") != "paper") plain.push_back(&in);
+    }
+  return plain.empty() ? all : plain;
 }
 
 const ProbeData* find_probe(const InputFile& f, const std::string& layer, const std::string& probe) {
@@ -320,6 +325,72 @@ std::optional<FigureSpec> gate_rank_figure(const std::vector<InputFile>& inputs,
                       "(output_gated, solid), mean over images and heads; error bars: standard deviation; dashed: "
                       "the bound min(N, d).",
                       "numerical rank of the output", groups, bounds, "bound min(N, d)", series);
+}
+
+std::optional<FigureSpec> paper_rank_figure(const InputFile& input, const std::string& name, bool full_map,
+                                            std::string* skip) {
+  struct Bar {
+    const char* probe;
+    const char* title;
+    bool light;
+    size_t color;
+  };
+  const std::vector<Bar> bars =
+      full_map ? std::vector<Bar>{{"output_all_heads", "output before the gate", true, 2},
+                                  {"output_gated_all_heads", "output after the gate", false, 2}}
+               : std::vector<Bar>{{"kv_buffer_unweighted", "KV buffer without α (linear)", true, 0},
+                                  {"kv_buffer", "KV buffer with α (RALA)", false, 0},
+                                  {"output", "output before the gate", true, 2},
+                                  {"output_gated", "output after the gate", false, 2}};
+  std::vector<const LayerData*> layers;
+  for (const auto& l : input.rank.layers)
+    for (const auto& b : bars)
+      if (l.probes.count(b.probe)) {
+        layers.push_back(&l);
+        break;
+      }
+  if (layers.empty()) {
+    *skip = std::string("paper protocol ranks (") + input.path + "): the file holds none of the paper probes" +
+            (full_map ? " for the full map (output_all_heads, output_gated_all_heads)" : "");
+    return std::nullopt;
+  }
+  std::vector<std::string> groups;
+  std::vector<double> bounds;
+  for (const auto* l : layers) {
+    groups.push_back(l->name + " " + l->variant);
+    double bound = std::nan("");
+    for (const auto& b : bars) {
+      auto it = l->probes.find(b.probe);
+      if (it != l->probes.end() && it->second.k > 0)
+        bound = std::max(std::isfinite(bound) ? bound : 0.0, static_cast<double>(it->second.k));
+    }
+    bounds.push_back(bound);
+  }
+  std::vector<BarSeries> series;
+  for (const auto& b : bars) {
+    BarSeries se{b.title, color(b.color), b.light, {}, {}};
+    bool any = false;
+    for (const auto* l : layers) {
+      auto it = l->probes.find(b.probe);
+      const MeanStd s = it != l->probes.end() ? it->second.rank_stat() : MeanStd{0, std::nan(""), std::nan("")};
+      se.mean.push_back(s.mean);
+      se.std.push_back(s.std);
+      any |= std::isfinite(s.mean);
+    }
+    if (any) series.push_back(std::move(se));
+  }
+  auto spec = grouped_bars(
+      name,
+      std::string(full_map ? "Rank of the whole output map: " : "Rank per head, the paper's Figure 2: ") + input.label,
+      std::string("Numerical rank (numpy rule: σ_max·max(m, n)·eps of float32) of ") +
+          (full_map ? "each layer's whole N×C output before and after the gate"
+                    : "each head's d×d KV buffer without α (the buffer a linear attention on the same keys holds) and "
+                      "with α, and of its N×d output before and after the gate; softmax layers show their outputs as "
+                      "the reference") +
+          "; mean over the " + std::to_string(input.rank.num_images) + " images" +
+          (full_map ? "" : " and the heads") + " of " + input.path + "; error bars: standard deviation; dashed: the bound.",
+      "numerical rank", groups, bounds, full_map ? "bound min(N, C)" : "bound min(m, n)", series);
+  return spec;
 }
 
 std::optional<FigureSpec> head_heatmap_figure(const InputFile& input, const std::string& name,

@@ -33,6 +33,14 @@ std::optional<FigureSpec> spectrum_figure(const std::vector<InputFile>& inputs, 
 /// (3) Numerical rank of `output` (before the gate) vs `output_gated` (after) per layer, bars per rank file.
 std::optional<FigureSpec> gate_rank_figure(const std::vector<InputFile>& inputs, std::string* skip);
 
+/// (3b) The paper's Figure 2, sharper, for a rank file made with `rala rank --protocol paper`: per layer, the numerical
+/// rank (numpy rule, mean over images and heads) of the KV buffer without α (kv_buffer_unweighted: what a linear
+/// attention on the same keys holds) and with α (kv_buffer), and of the output before the gate (output) and after it
+/// (output_gated); softmax layers (no buffer) show their outputs as the reference. `full_map`: the same for the whole
+/// N×C output of the layer (output_all_heads, output_gated_all_heads) instead of per head.
+std::optional<FigureSpec> paper_rank_figure(const InputFile& input, const std::string& name, bool full_map,
+                                            std::string* skip);
+
 /// (4) Effective rank of `probe` per head (mean over images) as a heat map, layers × heads, for one rank file.
 std::optional<FigureSpec> head_heatmap_figure(const InputFile& input, const std::string& name,
                                               const std::string& probe, std::string* skip);

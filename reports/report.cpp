@@ -301,6 +301,11 @@ ReportResult make_report(const ReportOptions& o) {
     for (const auto& in : inputs)
       if (in.kind == InputKind::rank)
         add(head_heatmap_figure(in, per_file_name("heads_" + probe, in), probe, &why), why);
+    for (const auto& in : inputs)
+      if (in.kind == InputKind::rank && in.attr("protocol") == "paper") {
+        add(paper_rank_figure(in, per_file_name("paper_rank", in), false, &why), why);
+        add(paper_rank_figure(in, per_file_name("paper_rank_full_map", in), true, &why), why);
+      }
   } else {
     r.notes.push_back("rank figures (kv_buffer rank, spectra, gate, per-head heat map): no rank file among the inputs");
   }

@@ -160,19 +160,45 @@ struct LabeledSplit::State {
   std::string description;
 };
 
+namespace {
+
+/// `synthetic`: a fixed labelled set of 28×28 grey images, 10 classes, for smoke tests and grids that need no data
+/// files. Class c is a sinusoidal grating (its own orientation and frequency) at a random phase, plus Gaussian pixel
+/// noise (σ = 0.35 of the range): learnable, but not in one step. 2048 training and 512 test images unless `limit`
+/// asks for another count; the same images for every seed (the split has its own fixed generator).
+data::LabeledImages synthetic_split(bool train, int64_t limit) {
+  const int64_t n = limit > 0 ? limit : (train ? 2048 : 512), side = 28, classes = 10;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(train ? 20261129 : 20261130);
+  auto labels = torch::randint(classes, {n}, gen, torch::kInt64);
+  auto phase = torch::rand({n, 1, 1}, gen, torch::kFloat64) * (2 * M_PI);
+  auto coords = torch::arange(side, torch::kFloat64);
+  auto y = coords.view({1, side, 1}), x = coords.view({1, 1, side});
+  auto c = labels.to(torch::kFloat64).view({n, 1, 1});
+  auto angle = c * (M_PI / classes), freq = 2 * M_PI * (2.0 + torch::remainder(c, 3.0)) / side;
+  auto wave = torch::sin(freq * (x * torch::cos(angle) + y * torch::sin(angle)) + phase);  // (n, 28, 28)
+  auto pixels = 0.5 + 0.35 * wave + 0.35 * torch::randn({n, side, side}, gen, torch::kFloat64);
+  data::LabeledImages d;
+  d.images = (pixels.clamp(0, 1) * 255).round().to(torch::kUInt8).unsqueeze(1);  // (n, 1, 28, 28)
+  d.labels = labels;
+  for (int64_t k = 0; k < classes; ++k) d.classes.push_back("grating" + std::to_string(k));
+  return d;
+}
+
+}  // namespace
+
 LabeledSplit::LabeledSplit(const std::string& spec, bool train, int64_t image_size, int64_t limit)
     : s_(std::make_unique<State>()) {
-  if (spec == "fashion-mnist") {
-    auto d = data::load_fashion_mnist(train, limit);
-    s_->fashion = true;
+  if (spec == "fashion-mnist" || spec == "synthetic") {
+    auto d = spec == "synthetic" ? synthetic_split(train, limit) : data::load_fashion_mnist(train, limit);
+    s_->fashion = true;  // both are 28×28 grey uint8 images
     s_->images = d.images;
     s_->labels = d.labels;
     s_->classes = d.classes;
     s_->size = d.images.size(0);
-    s_->description = std::string("fashion-mnist:") + (train ? "train" : "test") + ":" + std::to_string(s_->size);
+    s_->description = spec + ":" + (train ? "train" : "test") + ":" + std::to_string(s_->size);
     s_->description += "@" + std::to_string(image_size);
   } else {
-    TORCH_CHECK(fs::is_directory(spec), "--data must be 'fashion-mnist' or a folder with train/ and val/ (or test/) ",
+    TORCH_CHECK(fs::is_directory(spec), "--data must be 'fashion-mnist', 'synthetic' or a folder with train/ and val/ (or test/) ",
                 "class folders; '", spec, "' is neither");
     fs::path dir = fs::path(spec) / (train ? "train" : "val");
     if (!train && !fs::is_directory(dir)) dir = fs::path(spec) / "test";
@@ -339,7 +365,7 @@ TrainResult train(const TrainConfig& requested) {
   }
   fs::create_directories(dir);
 
-  const bool fashion = c.data == "fashion-mnist";
+  const bool fashion = c.data == "fashion-mnist" || c.data == "synthetic";  // 28×28 grey images
   // Image size: Fashion-MNIST's native 28 px, or the model's default for folders. The class count comes from the data.
   int64_t size = c.image_size;
   if (size == 0) size = fashion ? data::kFashionMnistSide : AnyModel(c.model, c.pattern, c.settings).default_image_size();

@@ -143,5 +143,37 @@ TEST(RalaAblation, GateOffDropsTheOProjection) {
   EXPECT_EQ(no_lepe->named_parameters().find("lepe.weight"), nullptr);
 }
 
+TEST(RalaProbes, UnweightedBufferIsTheSameKeysWithoutAlpha) {
+  // kv_buffer_unweighted = Σ_j RoPE(φk_j)ᵀ v_j / N on the layer's own keys, computed here from the definition; and
+  // with α off it equals kv_buffer (α uniform = 1/N).
+  RalaAttention attn(AttentionOptions(32, 2));
+  test::randomize(*attn, 31);
+  attn->to(torch::kFloat64);
+  const int64_t H = 5, W = 6, N = H * W, C = 32, h = 2, d = 16;
+  auto x = test::random_input(2, C, H, W, 12);
+  ProbeCollector probes({Probe::kv_buffer, Probe::kv_buffer_unweighted});
+  torch::NoGradGuard no_grad;
+  attn->forward(x, AttentionContext::for_input(x, d, &probes));
+  auto proj = test::naive_conv1x1(x, attn->qkv_projection()->weight.detach(), attn->qkv_projection()->bias.detach());
+  auto got = probes.get(Probe::kv_buffer_unweighted);
+  ASSERT_EQ(got.sizes(), (std::vector<int64_t>{2, h, d, d}));
+  for (int64_t b = 0; b < 2; ++b)
+    for (int64_t n = 0; n < h; ++n) {
+      auto k = test::naive_rope(test::naive_elu1(test::head_tokens(proj, b, C, C, h, n)), H, W);  // (N, d)
+      auto v = test::head_tokens(proj, b, 2 * C, C, h, n);
+      auto ref = torch::zeros({d, d}, torch::kFloat64);
+      for (int64_t j = 0; j < N; ++j) ref += torch::outer(k[j], v[j]) / static_cast<double>(N);
+      EXPECT_LE(test::max_rel_err(got[b][n], ref), 1e-12) << b << " " << n;
+    }
+  // α changes the buffer: the weighted and unweighted buffers differ.
+  EXPECT_GT(test::max_rel_err(probes.get(Probe::kv_buffer), got), 1e-3);
+  RalaAttention plain(AttentionOptions(32, 2).set("alpha", false));
+  test::randomize(*plain, 31);
+  plain->to(torch::kFloat64);
+  ProbeCollector p2({Probe::kv_buffer, Probe::kv_buffer_unweighted});
+  plain->forward(x, AttentionContext::for_input(x, d, &p2));
+  EXPECT_TRUE(torch::equal(p2.get(Probe::kv_buffer), p2.get(Probe::kv_buffer_unweighted)));
+}
+
 }  // namespace
 }  // namespace rala

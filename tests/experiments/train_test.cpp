@@ -243,7 +243,7 @@ TEST(Ablate, TinyGridWritesEveryColumn) {
   h5::File f((dir.path / "abl" / "ablation.h5").string(), h5::Mode::read);
   EXPECT_EQ(f.attr_string("/", "table_kind"), "ablation");
   auto t = ResultsTable::read_h5(f);
-  const auto preset = ablation_preset("tiny");
+  const auto preset = grid_preset("tiny");
   ASSERT_EQ(t.rows(), static_cast<int64_t>(preset.configs.size()));
   for (const auto& col : t.columns()) {
     ASSERT_EQ(col.unit.empty() && col.description.empty(), false) << col.name;
@@ -274,7 +274,7 @@ TEST(Ablate, TinyGridWritesEveryColumn) {
 }
 
 TEST(Ablate, UnknownPresetIsRefused) {
-  EXPECT_THROW(ablation_preset("medium"), c10::Error);
+  EXPECT_THROW(grid_preset("medium"), c10::Error);
 }
 
 }  // namespace

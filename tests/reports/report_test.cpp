@@ -507,5 +507,47 @@ TEST(ReportCommand, AttentionBenchTableGivesTimeAndMemoryVsTokens) {
   EXPECT_TRUE(fs::exists(tmp.path / "r" / "tables" / "bench_attention.tex"));
 }
 
+TEST(ReportPaperProtocol, FigureNumbersAreTheFilesRanks) {
+  // `rala rank --protocol paper` on the micro model, then `rala report`: the figure's bars are the file's ranks.
+  test::TempDir tmp("rala_paper");
+  int status = 0;
+  auto log = test::run_command(std::string(RALA_BINARY) +
+                                   " rank --model ravlt_micro --protocol paper --data synthetic --num-images 3 "
+                                   "--batch-size 3 --quiet --out " + (tmp.path / "rank").string(),
+                               &status);
+  ASSERT_EQ(status, 0) << log;
+  const auto file = (tmp.path / "rank" / "ravlt_micro_RRSS.h5").string();
+  {
+    h5::File f(file, h5::Mode::read);
+    EXPECT_EQ(f.attr_string("/", "protocol"), "paper");
+    EXPECT_NE(f.attr_string("/", "tolerance_rule").find("numpy"), std::string::npos);
+    for (const char* p : {"kv_buffer", "kv_buffer_unweighted", "output", "output_gated", "output_all_heads",
+                          "output_gated_all_heads"})
+      EXPECT_TRUE(f.exists(std::string("/layers/0.0/") + p + "/rank")) << p;
+    EXPECT_FALSE(f.exists("/layers/2.0/kv_buffer"));  // softmax: no buffer, outputs as the reference
+    EXPECT_TRUE(f.exists("/layers/2.0/output_gated/rank"));
+  }
+  log = test::run_command(report_cmd(file + " --out " + (tmp.path / "report").string() + " --format png"), &status);
+  ASSERT_EQ(status, 0) << log;
+  const std::string dat = read_file(tmp.path / "report" / "figures" / "paper_rank_ravlt_micro_RRSS.dat");
+  const std::string full = read_file(tmp.path / "report" / "figures" / "paper_rank_full_map_ravlt_micro_RRSS.dat");
+  ASSERT_FALSE(dat.empty());
+  ASSERT_FALSE(full.empty());
+  h5::File f(file, h5::Mode::read);
+  int checked = 0;
+  for (const auto& l : f.list("/layers"))
+    for (const char* p : {"kv_buffer_unweighted", "kv_buffer", "output", "output_gated", "output_all_heads",
+                          "output_gated_all_heads"}) {
+      const std::string g = "/layers/" + l + "/" + p;
+      if (!f.exists(g + "/rank")) continue;
+      const auto [m, sd] = mean_std(f, g, "rank");
+      const bool whole = std::string(p).find("all_heads") != std::string::npos;
+      EXPECT_NE((whole ? full : dat).find(" " + fmt("%.10g", m) + " " + fmt("%.10g", sd) + "\n"), std::string::npos)
+          << l << " " << p;
+      ++checked;
+    }
+  EXPECT_GE(checked, 5 * 4);
+}
+
 }  // namespace
 }  // namespace rala
