@@ -1,20 +1,116 @@
 #include "attention_variants/transnormer.h"
 
+#include <cmath>
+
 #include "attention_variants/registry.h"
 
 namespace rala {
 
+torch::Tensor simple_rms_norm(const torch::Tensor& x, double eps) {
+  const double scale = 1.0 / std::sqrt(static_cast<double>(x.size(-1)));
+  return x / (x.norm(2, {-1}, /*keepdim=*/true) * scale + eps);
+}
+
+TransnormerUrpeImpl::TransnormerUrpeImpl(int64_t head_dim) {
+  TORCH_CHECK(head_dim >= 2, "transnormer URPE: head dim must be at least 2, got ", head_dim);
+  auto k = torch::arange(head_dim / 2, torch::kFloat64);
+  theta = register_parameter(
+      "theta", torch::pow(10000.0, k * (-2.0 / static_cast<double>(head_dim))).to(torch::kFloat32).reshape({1, 1, -1}));
+  auto u = torch::randn({head_dim});
+  v = register_buffer("v", u / u.norm());
+}
+
+torch::Tensor TransnormerUrpeImpl::forward(const torch::Tensor& x) const {
+  const int64_t L = x.size(-2), d = x.size(-1), e = d - d % 2;
+  TORCH_CHECK(d == v.size(0), "transnormer URPE: features have width ", d, ", the URPE was built for ", v.size(0));
+  // Householder: x − 2 (x·v) v
+  auto y = x - 2.0 * torch::matmul(x, v).unsqueeze(-1) * v;  // (..., L, d)
+  // RoPE with learned θ on consecutive pairs: angle (L, e) = l · [θ0, θ0, θ1, θ1, ...]
+  auto angle = torch::arange(L, x.options()).unsqueeze(1) * theta.reshape({-1}).repeat_interleave(2);
+  auto rot = e == d ? y : y.narrow(-1, 0, e);
+  // (−x1, x0, −x3, x2, ...)
+  auto half = torch::stack({-rot.slice(-1, 1, e, 2), rot.slice(-1, 0, e, 2)}, -1).flatten(-2);
+  auto out = rot * angle.cos() + half * angle.sin();
+  return e == d ? out : torch::cat({out, y.narrow(-1, e, d - e)}, -1);
+}
+
+namespace detail {
+torch::Tensor transnormer_qkv(const torch::Tensor& tokens, const torch::nn::Linear& q_proj,
+                              const torch::nn::Linear& k_proj, const torch::nn::Linear& v_proj) {
+  auto w = torch::cat({q_proj->weight, k_proj->weight, v_proj->weight});  // (3C, C)
+  auto b = torch::cat({q_proj->bias, k_proj->bias, v_proj->bias});
+  return torch::linear(tokens, w, b);
+}
+}  // namespace detail
+
 const SettingsSchema& TransnormerAttentionImpl::schema() {
-  static const SettingsSchema s = {};
+  static const SettingsSchema s = {
+      choice_setting("phi", "elu", {"elu", "1+elu"},
+                     "feature map on q and k: elu = F.elu without +1 (T1, can be negative), 1+elu (T2)"),
+      flag_setting("urpe", false,
+                   "URPE on φ(q), φ(k): Householder with a fixed unit v, then RoPE with learned θ, raster index"),
+      flag_setting("norm", true, "SimpleRMSNorm over the full C before out_proj (off: no normalisation at all)")};
   return s;
 }
 
-TransnormerAttentionImpl::TransnormerAttentionImpl(AttentionOptions options) : AttentionBase(std::move(options), Variant::transnormer) {}
-
-torch::Tensor TransnormerAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
-  TORCH_CHECK(false, "attention variant transnormer is not implemented yet");
+std::vector<SettingPair> TransnormerAttentionImpl::settings_from_state_shapes(const StateShapes& shapes) {
+  if (shapes.count("urpe.theta") > 0 || shapes.count("urpe.v") > 0) return {{"urpe", "1"}};
+  return {};
 }
 
-AttentionMacs TransnormerAttentionImpl::macs(int64_t height, int64_t width) const { return {}; }
+TransnormerAttentionImpl::TransnormerAttentionImpl(AttentionOptions options)
+    : AttentionBase(std::move(options), Variant::transnormer),
+      phi_(settings_.choice("phi") == "1+elu" ? TransnormerPhi::one_plus_elu : TransnormerPhi::elu),
+      urpe_on_(settings_.flag("urpe")),
+      norm_on_(settings_.flag("norm")) {
+  check_head_split(options_.dim(), options_.heads(), "transnormer");
+  const int64_t C = options_.dim();
+  q_proj = register_module("q_proj", torch::nn::Linear(C, C));
+  k_proj = register_module("k_proj", torch::nn::Linear(C, C));
+  v_proj = register_module("v_proj", torch::nn::Linear(C, C));
+  out_proj = register_module("out_proj", torch::nn::Linear(C, C));
+  // Official init: xavier_uniform with gain 1/√2 on q/k/v, gain 1 on out_proj, out_proj bias 0.
+  torch::NoGradGuard no_grad;
+  for (auto* p : {&q_proj, &k_proj, &v_proj}) torch::nn::init::xavier_uniform_((*p)->weight, 1.0 / std::sqrt(2.0));
+  torch::nn::init::xavier_uniform_(out_proj->weight);
+  out_proj->bias.zero_();
+  if (urpe_on_) urpe = register_module("urpe", TransnormerUrpe(head_dim()));
+}
+
+torch::Tensor TransnormerAttentionImpl::feature(const torch::Tensor& x) const {
+  return phi_ == TransnormerPhi::elu ? torch::elu(x) : elu_feature(x);
+}
+
+torch::Tensor TransnormerAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
+  check_attention_input(x, options_, "transnormer");
+  const int64_t C = options_.dim(), h = options_.heads(), H = x.size(2), W = x.size(3), N = H * W;
+  auto qkv = detail::transnormer_qkv(map_to_tokens(x), q_proj, k_proj, v_proj);  // (B, N, 3C)
+  auto q = feature(token_heads(qkv.narrow(2, 0, C), h));                         // (B, h, N, d)
+  auto k = feature(token_heads(qkv.narrow(2, C, C), h));
+  auto v = token_heads(qkv.narrow(2, 2 * C, C), h);
+  if (urpe_on_) {
+    q = urpe->forward(q);
+    k = urpe->forward(k);
+  }
+  emit_probe(ctx, Probe::feature_q, q);
+  emit_probe(ctx, Probe::feature_k, k);
+  auto kv = torch::matmul(k.transpose(-2, -1), v);  // (B, h, d, d)
+  auto y = torch::matmul(q, kv);                    // (B, h, N, d)
+  emit_probe(ctx, Probe::kv_buffer, kv);
+  emit_probe(ctx, Probe::output, y);
+  if (probe_wanted(ctx, Probe::attention, N)) emit_probe(ctx, Probe::attention, torch::matmul(q, k.transpose(-2, -1)));
+  auto merged = merge_token_heads(y);  // (B, N, C), channel n·d + i
+  emit_internal(ctx, "output_pre_norm", merged);
+  if (norm_on_) merged = simple_rms_norm(merged);
+  if (probe_wanted(ctx, Probe::output_gated)) emit_probe(ctx, Probe::output_gated, token_heads(merged, h));
+  return tokens_to_map(out_proj->forward(merged), H, W);
+}
+
+AttentionMacs TransnormerAttentionImpl::macs(int64_t height, int64_t width) const {
+  // projections: q, k, v, out_proj, C² each per token; matmuls: kv = φ(K)ᵀV (N·d² per head) and φ(Q)·kv (N·d² per
+  // head): 2·N·d·C. φ, URPE and the norm are elementwise and not counted.
+  const int64_t N = height * width, C = options_.dim();
+  return {4 * C * C * N, 2 * N * head_dim() * C};
+}
 
 }  // namespace rala
