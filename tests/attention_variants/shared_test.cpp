@@ -54,7 +54,7 @@ TEST_P(EveryVariant, AttachingASinkDoesNotChangeTheOutput) {
   EXPECT_TRUE(all.has(Probe::output));
   EXPECT_TRUE(all.has(Probe::output_gated));
   EXPECT_TRUE(all.has(Probe::attention));
-  EXPECT_EQ(all.has(Probe::kv_buffer), variant_info(GetParam()).kernel);
+  EXPECT_EQ(all.has(Probe::kv_buffer), variant_info(GetParam()).buffer);
   EXPECT_EQ(all.has(Probe::alpha), GetParam() == Variant::rala);
   // (B, h', N, d'): h' = h and d' = d for most variants (LiteMLA adds its multi-scale heads; Vicinity reduces d).
   const auto& out = all.get(Probe::output);
