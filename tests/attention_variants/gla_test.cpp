@@ -448,6 +448,19 @@ TEST(GlaDims, DeitTinyPatchGrids) {
   check_dims(192, 3, 10, 16, 32);
 }
 
+TEST(GlaDims, Bfloat16ScansInFloat32) {
+  GlaAttention attn(AttentionOptions(32, 2));
+  test::randomize(*attn, 41, 0.2);
+  auto x = test::random_input(2, 32, 6, 7, 42, torch::kFloat32);
+  torch::NoGradGuard no_grad;
+  auto y32 = attn->forward(x, AttentionContext::for_input(x, 16));
+  attn->to(torch::kBFloat16);
+  auto xb = x.to(torch::kBFloat16);
+  auto yb = attn->forward(xb, AttentionContext::for_input(xb, 16));
+  EXPECT_EQ(yb.scalar_type(), torch::kBFloat16);
+  EXPECT_LE(recorded("bf16_vs_f32", test::max_rel_err(yb, y32)), 5e-2);
+}
+
 TEST(GlaMacs, ProjectionsAndScans) {
   GlaAttention attn(AttentionOptions(64, 2));
   auto m = attn->macs(7, 9);
