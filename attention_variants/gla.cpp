@@ -33,15 +33,16 @@ GlaScanResult gla_chunked_scan(const torch::Tensor& q, const torch::Tensor& k, c
   auto b_last = b.narrow(3, T - 1, 1);        // (B, h, nc, 1, dk)
 
   // Intra-chunk: w_tu = Σ_c q_tc k_uc e^{b_tc − b_uc} for u ≤ t, where the exponent is ≤ 0. For u > t the difference is
-  // ≥ 0 and could overflow: it is clamped to 0 before the exp and the entry zeroed by the causal mask.
-  auto causal = torch::ones({T, T}, b.options()).tril().unsqueeze(-1);  // (T, T, 1): u ≤ t
-  auto decay = b.unsqueeze(4) - b.unsqueeze(3);                          // (B, h, nc, T, T, dk): b_t − b_u
+  // ≥ 0 and could overflow: it is replaced by −∞ before the exp (weight 0).
+  auto upper = torch::ones({T, T}, b.options().dtype(torch::kBool)).triu(1).unsqueeze(-1);  // (T, T, 1): u > t
+  auto decay = b.unsqueeze(4) - b.unsqueeze(3);  // (B, h, nc, T, T, dk): b_t − b_u
+  const double minus_inf = -std::numeric_limits<double>::infinity();
   const bool needs_grad = torch::GradMode::is_enabled() &&
                           (q.requires_grad() || k.requires_grad() || v.requires_grad() || log_decay.requires_grad());
   if (needs_grad)
-    decay = decay.clamp_max(0).exp() * causal * kc.unsqueeze(3) * qc.unsqueeze(4);
+    decay = decay.masked_fill(upper, minus_inf).exp() * kc.unsqueeze(3) * qc.unsqueeze(4);
   else  // the same operations in the same order, in place
-    decay.clamp_max_(0).exp_().mul_(causal).mul_(kc.unsqueeze(3)).mul_(qc.unsqueeze(4));
+    decay.masked_fill_(upper, minus_inf).exp_().mul_(kc.unsqueeze(3)).mul_(qc.unsqueeze(4));
   auto o = decay.sum(-1).matmul(vc);  // (B, h, nc, T, dv)
 
   // Each chunk's own contribution to the state after it, and the decay of the state across it.

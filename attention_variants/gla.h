@@ -12,8 +12,10 @@
 ///   o = (o^f + o^b)/2                                                           (token l counted by both scans)
 ///   g = σ(g_proj(xs));   y = o_proj( RMSNorm(o)·w_g ⊙ g + RMSNorm(xs per head)·w_l ⊙ (1 − g) )   (SiLU before o_proj
 ///   only with use_out_act);   RMSNorm(x) = x / sqrt(mean(x²) + eps) over the d_v channels of a head, w shared by heads.
-/// The scans run in O(N) as chunked scans (gla_chunked_scan): within a chunk only differences of cumulative log
-/// decays b_t − b_u ≤ 0 are exponentiated (logsigmoid/16 is unbounded below, e^{−b} alone would overflow).
+/// The scans run in O(N) as chunked scans (gla_chunked_scan, `scan_chunk` tokens, default 16 — the sub-chunk at which
+/// flash-linear-attention's chunk kernel forms these weights; 64 measured 3–4× slower here): within a chunk only
+/// differences of cumulative log decays b_t − b_u ≤ 0 are exponentiated (logsigmoid/16 is unbounded below, e^{−b}
+/// alone would overflow). Both directions run as one scan over the batch [x; reversed x].
 /// Parameters use the official keys and shapes (Linear2d is an nn.Linear): in_proj.0.weight (C,1,3,3),
 /// qkv_proj.weight (2K+V, C), gk_proj.0.weight (r, C), gk_proj.1.{weight (2K, r), bias (2K)} rows [fwd K | bwd K],
 /// g_proj.{weight (V, C), bias (V)}, g_norm.weight (d_v), l_norm.weight (d_v), o_proj.weight (C, V).

@@ -524,6 +524,17 @@ TEST(GlaSpeed, DISABLED_ChunkedVsRecurrentAtN3136) {
     std::printf("  chunked T=%lld: %.2f ms (%.1fx faster); max |chunked - recurrent| = %.2e\n", (long long)chunk,
                 t * 1e3, rec / t, (both(chunk) - recurrent_scans(q, k, v, g)).abs().max().item<double>());
   }
+  // Whole layers at RAVLT-T stage 1 (C = 64, one head: d_k 32, d_v 64), 56×56, batch 1, vs RALA in the same run.
+  auto x = torch::randn({1, 64, 56, 56});
+  auto rala = make_attention(Variant::rala, AttentionOptions(64, 1));
+  auto ctx = AttentionContext::for_input(x, 64);
+  const double t_rala = time([&] { rala->forward(x, ctx); });
+  std::printf("layer C=64 h=1 56x56: rala %.2f ms\n", t_rala * 1e3);
+  for (int64_t chunk : {8, 16, 32}) {
+    GlaAttention gla(AttentionOptions(64, 1).set("scan_chunk", chunk));
+    const double t = time([&] { gla->forward(x, ctx); });
+    std::printf("  gla T=%lld: %.2f ms (%.2fx rala)\n", (long long)chunk, t * 1e3, t / t_rala);
+  }
 }
 
 }  // namespace
