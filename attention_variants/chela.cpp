@@ -32,11 +32,13 @@ const SettingsSchema& ChelaAttentionImpl::schema() {
       choice_setting("long_conv", "global", {"global", "local"},
                      "global = (2·long_grid−1)² depthwise kernel reaching the whole grid (FFT); local = long_kernel² "
                      "(direct)"),
-      integer_setting("long_kernel", 7, 1, 255, "long_conv=local: kernel of the long depthwise conv", /*odd=*/true),
+      integer_setting("long_kernel", 7, 1, 2047, "long_conv=local: kernel of the long depthwise conv", /*odd=*/true),
       integer_setting("long_grid", 16, 1, 1024,
                       "long_conv=global: largest grid side the kernel reaches entirely (kernel 2·long_grid − 1)"),
       choice_setting("long_method", "auto", {"auto", "direct", "fft"},
                      "how the long conv is computed: auto = FFT for global, direct for local"),
+      choice_setting("value_input", "x", {"x", "conv"},
+                     "input of v_proj: x (MEGA) or the short-long conv output mx (a reading of the CHELA summaries)"),
       choice_setting("phi", "1+elu", {"1+elu", "relu"}, "kernel feature map φ of q and k"),
       choice_setting("normalizer", "sum", {"sum", "mean"},
                      "sum = 1/(φq·Σφk + ε) (Katharopoulos), mean = 1/(φq·mean φk + ε) with kv ÷ N"),
@@ -78,6 +80,7 @@ ChelaAttentionImpl::ChelaAttentionImpl(AttentionOptions options) : AttentionBase
   relu_phi_ = settings_.choice("phi") == "relu";
   normalizer_ = normalizer_from_name(settings_.choice("normalizer"));
   interpolate_ = settings_.choice("output") == "interpolate";
+  value_from_conv_ = settings_.choice("value_input") == "conv";
 
   v_proj = register_module("v_proj", torch::nn::Linear(C, hdim_));
   mx_proj = register_module("mx_proj", torch::nn::Linear(C, zdim_ + hdim_ + 2 * C));
@@ -161,13 +164,14 @@ TiledResult tiled_linear_attention(const torch::Tensor& fq, const torch::Tensor&
 torch::Tensor ChelaAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
   check_attention_input(x, options_, "chela");
   const int64_t C = options_.dim(), h = options_.heads(), H = x.size(2), W = x.size(3), N = H * W;
-  auto xt = map_to_tokens(x);                  // (B, N, C)
-  auto v = torch::silu(v_proj->forward(xt));  // (B, N, hdim)
+  auto xt = map_to_tokens(x);  // (B, N, C)
   auto s = torch::silu(short_conv->forward(x));
   emit_internal(ctx, "short_conv", s);
   auto mx = long_convolution(s, long_fft_);  // (B, C, H, W)
   emit_internal(ctx, "long_conv", mx);
-  auto base = mx_proj->forward(map_to_tokens(mx));  // (B, N, C + zdim + hdim + C)
+  auto mxt = map_to_tokens(mx);
+  auto v = torch::silu(v_proj->forward(value_from_conv_ ? mxt : xt));  // (B, N, hdim)
+  auto base = mx_proj->forward(mxt);                                    // (B, N, C + zdim + hdim + C)
   auto u = torch::sigmoid(base.narrow(-1, 0, C));
   auto zr = torch::silu(base.narrow(-1, C, zdim_ + hdim_));
   auto hx = base.narrow(-1, C + zdim_ + hdim_, C);
@@ -182,7 +186,8 @@ torch::Tensor ChelaAttentionImpl::forward(const torch::Tensor& x, const Attentio
   emit_probe(ctx, Probe::kv_buffer, att.kv);
   emit_probe(ctx, Probe::normalizer_z, att.z.squeeze(-1));
   emit_probe(ctx, Probe::output, att.output);
-  if (probe_wanted(ctx, Probe::attention, N)) emit_probe(ctx, Probe::attention, implied_attention(fq, fk, att.z, normalizer_));
+  if (probe_wanted(ctx, Probe::attention, N))
+    emit_probe(ctx, Probe::attention, implied_attention(fq, fk, att.z, normalizer_));
   auto gated = merge_token_heads(att.output) * r;  // (B, N, hdim)
   if (probe_wanted(ctx, Probe::output_gated)) emit_probe(ctx, Probe::output_gated, token_heads(gated, h));
   auto hh = torch::silu(hx + h_proj->forward(gated));  // (B, N, C)

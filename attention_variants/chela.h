@@ -6,10 +6,15 @@
 /// but not the equations). What is verified is the block CHELA modifies, MEGA's `MovingAverageGatedAttention`
 /// (facebookresearch/mega @ aeaa4b4, fairseq/modules/moving_average_gated_attention.py); CHELA replaces its EMA by
 /// short-long convolutions and its softmax attention by linear attention computed tile by tile. Everything below that
-/// is not MEGA's is our choice (listed after the formula).
+/// is not MEGA's is our choice (listed after the formula). Public descriptions read (equations not retrievable from
+/// any): the abstract (arXiv 2406.08128, sciencestack.ai, tldr.takara.ai); liner.com's review (Fig. 2: "the CHELA
+/// layer", short-long convolutions and a tiled "flash" linear attention); emergentmind.com's topic "hybrid linear
+/// attention architecture" (short conv → SiLU → long conv; queries, keys and values "using" that representation; an
+/// output gate; the block output with a residual). The last leaves open whether v is taken from x (MEGA) or from the
+/// convolved representation: setting value_input.
 ///
 /// On the mixer's input x (B, C, H, W), tokens l = row·W + col, h heads from the harness:
-///   v  = silu(v_proj(x))                                          (B, N, hdim)        MEGA
+///   v  = silu(v_proj(x))                                          (B, N, hdim)        MEGA (value_input=conv: of mx)
 ///   mx = LongConv(silu(ShortConv(x)))                             (B, C, H, W)        CHELA (MEGA: mx = EMA(x))
 ///   u, zr, hx = split(mx_proj(mx), [C, zdim + hdim, C]);  u = σ(u);  z, r = split(silu(zr), [zdim, hdim])   MEGA
 ///   q = z ⊙ γ₀ + β₀,  k = z ⊙ γ₁ + β₁                            (B, N, zdim)        MEGA (gamma, beta: (2, zdim))
@@ -21,8 +26,8 @@
 ///   out = u ⊙ h             (output=gate)                   by the harness (y + γ·mixer(norm1(y)))
 ///
 /// Our choices (the paper/summaries leave them open; each is a setting where it is a choice):
-///  - 2-D form: ShortConv = depthwise short_kernel × short_kernel conv (3; the paper's multi-kernel short conv merged by
-///    structural re-parameterisation is, at inference, one kernel of the largest size: we learn that merged kernel);
+///  - 2-D form: ShortConv = depthwise short_kernel × short_kernel conv (3; the paper's multi-kernel short conv merged
+///    by structural re-parameterisation is, at inference, one kernel of the largest size: we learn that merged kernel);
 ///    LongConv = depthwise large-kernel conv with zero padding (a linear, not circular, convolution):
 ///      long_conv=global (default): kernel (2·long_grid − 1)², reaching every token of any grid up to long_grid ×
 ///        long_grid (16; larger grids see that reach); a kernel larger than (2H−1)×(2W−1) is cropped to its centre,
@@ -40,8 +45,8 @@
 ///    bias (it is added to the N×N score matrix, which linear attention never forms), dropouts.
 ///  - Tiles: tile = tokens per tile (64; 0 = one tile); the result does not depend on it beyond rounding.
 /// Parameters keep MEGA's names (v_proj, mx_proj, h_proj: Linear; gamma, beta: (2, zdim)) plus short_conv, long_conv
-/// (depthwise Conv2d with bias). Init: MEGA's reset_parameters (Linear weights and gamma N(0, 0.02), biases and beta 0);
-/// the convs keep LibTorch's default.
+/// (depthwise Conv2d with bias). Init: MEGA's reset_parameters (Linear weights and gamma N(0, 0.02), biases and beta
+/// 0); the convs keep LibTorch's default.
 ///
 /// Probes: kv_buffer (B, h, zdim/h, hdim/h) = Σ_j φ(k_j)ᵀ v_j as multiplied (÷N with normalizer=mean); normalizer_z
 /// (B, h, N); feature_q, feature_k (B, h, N, zdim/h) = φ(q), φ(k); output (B, h, N, hdim/h) = o; output_gated = o ⊙ r
@@ -67,11 +72,11 @@ class ChelaAttentionImpl : public AttentionBase {
   torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx) override;
   /// projections: v_proj C·hdim, mx_proj C·(2C+zdim+hdim), h_proj hdim·C per token, short conv k²·C per token, long
   /// conv: direct k_h·k_w·C per token with the kernel cropped to the grid, FFT an estimate 3·P·log₂P + 4·P_h·(P_w/2+1)
-  /// per channel (three real 2-D transforms of P = P_h·P_w points, P_h ≥ H + k_h − 1 the transform length, and the complex product);
-  /// matmuls: kv and φ(q)·kv 2·N·zdim·hdim/h, normaliser N·zdim. Element-wise gates are not counted.
+  /// per channel (three real 2-D transforms of P = P_h·P_w points, P_h ≥ H + k_h − 1 the transform length, and the
+  /// complex product); matmuls: kv and φ(q)·kv 2·N·zdim·hdim/h, normaliser N·zdim. Element-wise gates are not counted.
   AttentionMacs macs(int64_t height, int64_t width) const override;
 
-  /// The long convolution of s (B, C, H, W) by the path the settings select (`fft` forces the path when given).
+  /// The long convolution of s (B, C, H, W): by FFT when `fft`, else directly (forward() passes long_fft()).
   torch::Tensor long_convolution(const torch::Tensor& s, bool fft) const;
   /// Whether the settings select the FFT path.
   bool long_fft() const { return long_fft_; }
@@ -86,7 +91,7 @@ class ChelaAttentionImpl : public AttentionBase {
 
  private:
   int64_t zdim_, hdim_, tile_;
-  bool long_fft_, relu_phi_, interpolate_;
+  bool long_fft_, relu_phi_, interpolate_, value_from_conv_;
   Normalizer normalizer_;
 };
 TORCH_MODULE(ChelaAttention);

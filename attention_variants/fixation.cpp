@@ -6,7 +6,8 @@ namespace rala {
 
 const SettingsSchema& FixationAttentionImpl::schema() {
   static const SettingsSchema s = {
-      flag_setting("fixation", true, "re-weight the q and k channels by the fixation ratios (off: plain linear attention)"),
+      flag_setting("fixation", true,
+                   "re-weight the q and k channels by the fixation ratios (off: plain linear attention)"),
       choice_setting("neighbourhood", "mean", {"mean", "conv", "off"},
                      "neighbourhood association of the ratio input [q; k; v]: window mean, learned depthwise conv, or "
                      "the token alone"),
@@ -75,7 +76,8 @@ torch::Tensor FixationAttentionImpl::forward(const torch::Tensor& x, const Atten
   emit_probe(ctx, Probe::feature_k, fk);
   emit_probe(ctx, Probe::kv_buffer, r.kv);
   emit_probe(ctx, Probe::normalizer_z, r.z.squeeze(-1));
-  if (probe_wanted(ctx, Probe::attention, N)) emit_probe(ctx, Probe::attention, implied_attention(fq, fk, r.z, normalizer_));
+  if (probe_wanted(ctx, Probe::attention, N))
+    emit_probe(ctx, Probe::attention, implied_attention(fq, fk, r.z, normalizer_));
   return finish(r.output, p, ctx);
 }
 
@@ -86,7 +88,8 @@ int64_t FixationAttentionImpl::matmul_macs(int64_t tokens) const {
 int64_t FixationAttentionImpl::extra_projection_macs(int64_t tokens) const {
   if (!fixation_) return 0;
   int64_t m = 6 * tokens * head_dim() * options_.dim();
-  if (neighbourhood_ == Neighbourhood::conv) m += neighbourhood_size_ * neighbourhood_size_ * 3 * options_.dim() * tokens;
+  if (neighbourhood_ == Neighbourhood::conv)
+    m += neighbourhood_size_ * neighbourhood_size_ * 3 * options_.dim() * tokens;
   return m;
 }
 

@@ -12,17 +12,17 @@
 ///   a = N_k([q; k; v])          neighbourhood association over the k×k spatial window (k = neighbourhood_size, 3):
 ///                               neighbourhood=mean: the average over the window's in-grid tokens (count excludes the
 ///                               zero padding); =conv: a learned depthwise k×k conv of the 3C channels; =off: identity
-///   per head n, token i:  ρ_i = W_r [a^q_i; a^k_i; a^v_i] + b_r ∈ R^{2d}      (`ratio`: Linear(3d, 2d), shared by heads)
+///   per head n, token i:  ρ_i = W_r [a^q_i; a^k_i; a^v_i] + b_r ∈ R^{2d}   (`ratio`: Linear(3d, 2d), shared by heads)
 ///                         r^q_i, r^k_i = act(ρ_i) split in two halves of d        act: ratio_activation
 ///                         q̃_i = q_i ⊙ r^q_i,   k̃_i = k_i ⊙ r^k_i
-///   y_i = φ(q̃_i) Σ_j φ(k̃_j)ᵀ v_j / (φ(q̃_i) · Σ_j φ(k̃_j) + 1e-6)       φ = 1+elu (phi), normalizer=sum (Katharopoulos)
+///   y_i = φ(q̃_i) Σ_j φ(k̃_j)ᵀ v_j / (φ(q̃_i) · Σ_j φ(k̃_j) + 1e-6)    φ = 1+elu (phi), normalizer=sum (Katharopoulos)
 ///   out = proj(y)
 ///
 /// Our choices (the abstract leaves them open):
 ///  - The ratio is per head and per channel, from a Linear(3d, 2d) shared by the heads, applied to the concatenated
 ///    q, k, v of the head (the spec's "minimal implementable reading"; cheap: 6d² weights).
-///  - ratio_activation: sigmoid (default; r ∈ (0, 1), a soft channel mask), 2sigmoid (r ∈ (0, 2): re-weighting around 1),
-///    softmax (d · softmax over the head's d channels, separately for q and k: importance that sums to d).
+///  - ratio_activation: sigmoid (default; r ∈ (0, 1), a soft channel mask), 2sigmoid (r ∈ (0, 2): re-weighting
+///    around 1), softmax (d · softmax over the head's d channels, separately for q and k: importance that sums to d).
 ///  - The ratios multiply q and k before φ (the abstract: "before computing linear attention"), so they also act in the
 ///    normaliser.
 ///  - Neighbourhood association on images: the spatial k×k window (k = 3) of [q; k; v] replaces the token's own values

@@ -88,7 +88,8 @@ struct ChelaReference {
 };
 
 /// The block of chela.h written out step by step in float64 (no code of the module is used, only its parameters).
-ChelaReference naive_chela(ChelaAttentionImpl& m, const Tensor& x_in, bool relu, bool mean, bool interpolate) {
+ChelaReference naive_chela(ChelaAttentionImpl& m, const Tensor& x_in, bool relu, bool mean, bool interpolate,
+                           bool value_from_conv) {
   const double eps = 1e-6;
   auto x = x_in.to(torch::kFloat64);
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), N = H * W, h = m.heads();
@@ -98,9 +99,10 @@ ChelaReference naive_chela(ChelaAttentionImpl& m, const Tensor& x_in, bool relu,
   auto to_map = [&](const Tensor& t) { return t.transpose(1, 2).reshape({B, C, H, W}); };
   ChelaReference r;
   auto xt = to_tokens(x);  // (B, N, C)
-  auto v = elementwise(linear_def(xt, P("v_proj.weight"), P("v_proj.bias")), silu_def);  // (B, N, V)
   r.short_conv = elementwise(depthwise_def(x, P("short_conv.weight"), P("short_conv.bias")), silu_def);
   r.long_conv = depthwise_def(r.short_conv, P("long_conv.weight"), P("long_conv.bias"));
+  auto v_in = value_from_conv ? to_tokens(r.long_conv) : xt;
+  auto v = elementwise(linear_def(v_in, P("v_proj.weight"), P("v_proj.bias")), silu_def);  // (B, N, V)
   auto base = linear_def(to_tokens(r.long_conv), P("mx_proj.weight"), P("mx_proj.bias"));  // (B, N, 2C + Z + V)
   auto u = elementwise(base.narrow(-1, 0, C), sigmoid_def);
   r.update_gate = to_map(u);
@@ -159,7 +161,7 @@ ChelaReference naive_chela(ChelaAttentionImpl& m, const Tensor& x_in, bool relu,
 
 struct Case {
   std::vector<SettingPair> settings;
-  bool relu = false, mean = false, interpolate = true;
+  bool relu = false, mean = false, interpolate = true, value_from_conv = false;
 };
 
 const std::set<std::string> kInternals = {"short_conv", "long_conv", "update_gate"};
@@ -168,8 +170,8 @@ TEST(ChelaNaive, FastPathEqualsStepByStepReference) {
   const std::vector<Case> cases = {
       {{}},  // defaults: global kernel 31×31 (long_grid 16) by FFT, 1+elu, sum, tile 64, interpolate
       {{{"long_conv", "local"}, {"long_kernel", "5"}, {"phi", "relu"}, {"normalizer", "mean"}, {"tile", "3"},
-        {"output", "gate"}, {"short_kernel", "5"}, {"zdim", "6"}, {"hdim", "10"}},
-       true, true, false},
+        {"output", "gate"}, {"short_kernel", "5"}, {"zdim", "6"}, {"hdim", "10"}, {"value_input", "conv"}},
+       true, true, false, true},
       // a grid larger than the global kernel's reach (long_grid 3 → 5×5 kernel on 5×4), direct path, 7-token tiles
       {{{"long_grid", "3"}, {"long_method", "direct"}, {"tile", "7"}}},
       // a local kernel larger than the grid, by FFT
@@ -188,7 +190,7 @@ TEST(ChelaNaive, FastPathEqualsStepByStepReference) {
                           4096, kInternals);
     torch::NoGradGuard no_grad;
     auto y = attn->forward(x, AttentionContext::for_input(x, C / h, &probes));
-    auto ref = naive_chela(*attn, x, cs.relu, cs.mean, cs.interpolate);
+    auto ref = naive_chela(*attn, x, cs.relu, cs.mean, cs.interpolate, cs.value_from_conv);
     expect_rel("case" + std::to_string(ci) + "_y", y, ref.final, 1e-10);
     expect_rel("case" + std::to_string(ci) + "_output", probes.get(Probe::output), ref.output, 1e-10);
     expect_rel("case" + std::to_string(ci) + "_output_gated", probes.get(Probe::output_gated), ref.gated, 1e-10);
@@ -199,7 +201,8 @@ TEST(ChelaNaive, FastPathEqualsStepByStepReference) {
     expect_rel("case" + std::to_string(ci) + "_feature_k", probes.get(Probe::feature_k), ref.fk, 1e-10);
     expect_rel("case" + std::to_string(ci) + "_short_conv", probes.get_internal("short_conv"), ref.short_conv, 1e-10);
     expect_rel("case" + std::to_string(ci) + "_long_conv", probes.get_internal("long_conv"), ref.long_conv, 1e-10);
-    expect_rel("case" + std::to_string(ci) + "_update_gate", probes.get_internal("update_gate"), ref.update_gate, 1e-10);
+    expect_rel("case" + std::to_string(ci) + "_update_gate", probes.get_internal("update_gate"), ref.update_gate,
+               1e-10);
     EXPECT_EQ(probes.get(Probe::attention).sizes(), (std::vector<int64_t>{2, h, N, N}));
   }
 }
@@ -208,7 +211,8 @@ TEST(ChelaLongConv, FftEqualsDirectConvolution) {
   // Global and local kernels, grids smaller and larger than the kernel's reach, float64.
   const std::vector<std::pair<std::vector<SettingPair>, std::pair<int64_t, int64_t>>> cases = {
       {{}, {5, 4}}, {{}, {14, 14}}, {{}, {10, 16}}, {{{"long_grid", "4"}}, {9, 13}},
-      {{{"long_conv", "local"}, {"long_kernel", "7"}}, {6, 11}}, {{{"long_conv", "local"}, {"long_kernel", "31"}}, {3, 2}},
+      {{{"long_conv", "local"}, {"long_kernel", "7"}}, {6, 11}},
+      {{{"long_conv", "local"}, {"long_kernel", "31"}}, {3, 2}},
       {{{"long_conv", "local"}, {"long_kernel", "1"}}, {4, 4}}};
   for (const auto& [settings, grid] : cases) {
     ChelaAttention attn(AttentionOptions(8, 2).settings(settings));
@@ -310,11 +314,13 @@ TEST(ChelaSettings, BadSettingsGiveOneLineErrors) {
   const std::vector<std::pair<std::pair<std::string, std::string>, std::string>> cases = {
       {{"zdim", "3"}, "chela: setting 'zdim' (3) must be divisible by heads (2)"},
       {{"hdim", "5"}, "chela: setting 'hdim' (5) must be divisible by heads (2)"},
-      {{"long_kernel", "4"}, "setting 'long_kernel' of attention variant chela expects an odd integer in [1, 255], got '4'"},
+      {{"long_kernel", "4"},
+       "setting 'long_kernel' of attention variant chela expects an odd integer in [1, 2047], got '4'"},
       {{"short_kernel", "33"}, "setting 'short_kernel' of attention variant chela expects an odd integer in [1, 31]"},
       {{"long_conv", "circular"}, "setting 'long_conv' of attention variant chela expects one of: global, local, got"},
       {{"long_method", "winograd"}, "expects one of: auto, direct, fft, got 'winograd'"},
       {{"long_grid", "0"}, "setting 'long_grid' of attention variant chela expects an integer in [1, 1024], got '0'"},
+      {{"value_input", "v"}, "setting 'value_input' of attention variant chela expects one of: x, conv, got 'v'"},
       {{"phi", "softmax"}, "setting 'phi' of attention variant chela expects one of: 1+elu, relu, got 'softmax'"},
       {{"normalizer", "sum_clamp"}, "setting 'normalizer' of attention variant chela expects one of: sum, mean"},
       {{"tile", "-1"}, "setting 'tile' of attention variant chela expects an integer in [0, 1073741824], got '-1'"},

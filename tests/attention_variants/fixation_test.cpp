@@ -246,7 +246,8 @@ TEST(FixationGradients, ConvNeighbourhoodReachesEveryParameter) {
 
 TEST(FixationSettings, BadSettingsGiveOneLineErrors) {
   const std::vector<std::pair<std::pair<std::string, std::string>, std::string>> cases = {
-      {{"neighbourhood", "avg"}, "setting 'neighbourhood' of attention variant fixation expects one of: mean, conv, off"},
+      {{"neighbourhood", "avg"},
+       "setting 'neighbourhood' of attention variant fixation expects one of: mean, conv, off"},
       {{"neighbourhood_size", "2"},
        "setting 'neighbourhood_size' of attention variant fixation expects an odd integer in [1, 31], got '2'"},
       {{"ratio_activation", "tanh"}, "expects one of: sigmoid, 2sigmoid, softmax, got 'tanh'"},
