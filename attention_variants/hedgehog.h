@@ -25,7 +25,9 @@
 /// Distillation ("attention transfer", lolcats' train_attention mode): with set_distillation(true) the forward
 /// computes the teacher's softmax map and output (no grad) and the student's normalised map and output on the same
 /// q, k, v, keeps the mimicry losses (last_mimicry(), with the autograd graph to the feature maps) and passes the
-/// TEACHER's output on through LePE, gate and proj, so every layer learns on teacher hidden states.
+/// TEACHER's output on through LePE, gate and proj, so every layer learns on teacher hidden states. Probes in this mode:
+/// `output` / `output_gated` (the teacher's, as passed on), `attention` (the student's map), and the internals
+/// `attn_softmax` / `softmax_output`. `rala distill` (experiments/distill.h) drives it.
 ///
 /// Usage:
 ///   rala::HedgehogAttention attn(rala::AttentionOptions(64, 2));          // f = 16
