@@ -1,11 +1,12 @@
-# experiments/train/: the training loop, schedule, EMA, metrics; `rala train`, `rala ablate`, `rala demo`.
+# experiments/train/: the training loop, schedule, EMA, metrics; `rala train`, `rala ablate`, `rala demo`, `rala distill`.
 target_sources(rala_experiments PRIVATE
   experiments/train/schedule.cpp
   experiments/train/train_loop.cpp
   experiments/train.cpp
   experiments/grid.cpp
   experiments/ablate.cpp
-  experiments/demo.cpp)
+  experiments/demo.cpp
+  experiments/distill.cpp)   # `rala distill`: softmax → Hedgehog attention transfer
 # Ablation grids shipped as YAML files (experiments/grids/*.yaml), compiled in so that `--preset NAME` works anywhere;
 # editing a grid file re-runs CMake.
 find_package(yaml-cpp REQUIRED)
@@ -26,5 +27,6 @@ file(CONFIGURE OUTPUT ${CMAKE_BINARY_DIR}/generated/grid_presets.cpp CONTENT "${
 target_sources(rala_experiments PRIVATE ${CMAKE_BINARY_DIR}/generated/grid_presets.cpp)
 
 if(RALA_BUILD_TESTS)
-  rala_add_tests(rala_tests_train tests/experiments/train_test.cpp tests/experiments/grid_test.cpp)
+  rala_add_tests(rala_tests_train tests/experiments/train_test.cpp tests/experiments/grid_test.cpp
+                 tests/experiments/distill_test.cpp)
 endif()

@@ -37,6 +37,8 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--clip-grad", c->clip_grad, "Max global gradient norm (0: off)")->capture_default_str();
   cmd->add_flag("!--no-augment", c->augment, "Train without augmentation");
   cmd->add_option("--seed", c->seed, "Seed (weights, data order, augmentation, drop path)")->capture_default_str();
+  cmd->add_option("--init-weights", c->init_weights,
+                  "Start from the weights of this own checkpoint (e.g. `rala distill` output) instead of a random init");
   cmd->add_option("--out", c->out, "Run directory (checkpoint.pth, metrics.h5, metrics.csv)")->required();
   cmd->add_flag("--resume", c->resume, "Continue the run in --out from its checkpoint (its configuration is used)");
   cmd->add_flag("--overwrite", c->overwrite, "Start again even if --out holds a run");

@@ -70,7 +70,8 @@ std::string TrainConfig::to_json() const {
             {"ema_decay", ema_decay},
             {"clip_grad", clip_grad},
             {"augment", augment},
-            {"seed", seed}};
+            {"seed", seed},
+            {"init_weights", init_weights}};
   return j.dump();
 }
 
@@ -98,6 +99,7 @@ void TrainConfig::from_json(const std::string& text) {
     clip_grad = j.at("clip_grad");
     augment = j.at("augment");
     seed = j.at("seed");
+    init_weights = j.value("init_weights", std::string());  // absent in checkpoints written before the field
   } catch (const json::exception& e) {
     TORCH_CHECK(false, "training config is incomplete: ", e.what());
   }
@@ -374,6 +376,21 @@ TrainResult train(const TrainConfig& requested) {
   const int64_t classes = static_cast<int64_t>(train_split.classes().size());
   torch::manual_seed(c.seed);
   auto model = std::make_unique<AnyModel>(c.model, c.pattern, c.settings, classes, c.drop_path);
+  if (!resuming && !c.init_weights.empty()) {
+    ModelFlags init;
+    init.model = c.model;
+    init.pattern = model->pattern();
+    init.settings = c.settings;
+    init.checkpoint = c.init_weights;
+    init.seed = c.seed;
+    auto loaded = load_model(init);  // one-line errors for a missing, unreadable or misfitting checkpoint
+    try {
+      load_state_dict(*model->module(), state_dict(*loaded.model->module()));
+    } catch (const c10::Error& e) {
+      TORCH_CHECK(false, "--init-weights '", c.init_weights, "' does not fit the run (", c.model, ", ",
+                  classes, " classes): ", e.what_without_backtrace());
+    }
+  }
   std::unique_ptr<AnyModel> ema_model;
   std::unique_ptr<ModelEma> ema;
   if (c.ema_decay > 0) {

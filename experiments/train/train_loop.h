@@ -46,6 +46,8 @@ struct TrainConfig {
   double clip_grad = 0.0;  ///< max global gradient norm; 0 = no clipping
   bool augment = true;     ///< training augmentation (see LabeledSplit::batch)
   uint64_t seed = 0;
+  std::string init_weights;  ///< "" = random init; else an own checkpoint whose weights the model starts from
+                             ///< (e.g. the converted model of `rala distill`, fine-tuned end to end)
   std::string out;         ///< RUN_DIR
   // Not part of the stored config:
   bool resume = false;
