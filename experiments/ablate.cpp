@@ -431,8 +431,9 @@ void add_ablate_command(CLI::App& app) {
       for (int64_t i = 0; i < a->seeds; ++i) grid.seeds.push_back(i);
     }
     TORCH_CHECK(a->jobs >= 0, "--jobs must be >= 0 (0 = the grid's, else one per core), got ", a->jobs);
-    std::cerr << "ablation '" << grid.name << "': " << grid.configs.size() << " configurations × " << grid.seeds.size()
-              << " seed(s); " << grid.description << "\n";
+    if (!a->quiet || a->dry_run)
+      std::cerr << "ablation '" << grid.name << "': " << grid.configs.size() << " configurations × "
+                << grid.seeds.size() << " seed(s); " << grid.description << "\n";
     if (a->dry_run) {
       for (const auto& line : grid.runs()) std::cout << line << "\n";
       std::cout << grid.runs().size() << " runs\n";

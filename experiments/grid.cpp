@@ -66,8 +66,8 @@ std::string as_string(const Where& w, const YAML::Node& n, const std::string& ke
   return n.Scalar();
 }
 
-/// Checks that a mapping holds only `allowed` keys; returns it.
-const YAML::Node& expect_map(const Where& w, const YAML::Node& n, const std::string& key,
+/// Checks that a mapping holds only `allowed` keys; returns it (a node is a handle: return it by value).
+YAML::Node expect_map(const Where& w, const YAML::Node& n, const std::string& key,
                              const std::set<std::string>& allowed) {
   if (!n.IsMap()) w.fail(n, key, "expected a mapping, got " + kind_of(n));
   for (const auto& kv : n) {
@@ -158,12 +158,13 @@ std::vector<std::string> AblationGrid::runs() const {
 
 AblationGrid parse_grid(const std::string& text, const std::string& file) {
   const Where w{file};
-  YAML::Node root;
+  YAML::Node loaded;
   try {
-    root = YAML::Load(text);
+    loaded = YAML::Load(text);
   } catch (const YAML::Exception& e) {
     TORCH_CHECK(false, file, ":", e.mark.line + 1, ": not valid YAML: ", e.msg);
   }
+  const YAML::Node root = loaded;  // const: looking up a missing key never inserts it
   if (!root.IsMap()) w.fail(root, "", "a grid is a mapping of keys (name, model, data, train, configs, …), got " + kind_of(root));
   expect_map(w, root, "",
              {"name", "description", "model", "data", "image_size", "train", "seeds", "jobs", "analysis", "configs",
@@ -206,7 +207,7 @@ AblationGrid parse_grid(const std::string& text, const std::string& file) {
     if (g.jobs < 0) w.fail(root["jobs"], "jobs", "must be >= 0 (0 = one per core)");
   }
   if (root["analysis"]) {
-    const auto& a = expect_map(w, root["analysis"], "analysis", {"probes", "images", "summary_stages", "time_inference"});
+    const YAML::Node a = expect_map(w, root["analysis"], "analysis", {"probes", "images", "summary_stages", "time_inference"});
     if (a["probes"]) {
       if (!a["probes"].IsSequence()) w.fail(a["probes"], "probes", "expected a list of probe names");
       g.analysis.probes.clear();
@@ -264,7 +265,7 @@ AblationGrid parse_grid(const std::string& text, const std::string& file) {
     }
   }
   if (root["product"]) {
-    const auto& p = expect_map(w, root["product"], "product", {"patterns", "settings"});
+    const YAML::Node p = expect_map(w, root["product"], "product", {"patterns", "settings"});
     if (!p["patterns"] || !p["patterns"].IsSequence() || p["patterns"].size() == 0)
       w.fail(p["patterns"] ? p["patterns"] : p, "patterns", "the product needs a non-empty list of patterns");
     std::vector<std::pair<std::string, std::vector<std::string>>> variants_of_settings;  // (label, settings)

@@ -180,7 +180,8 @@ TEST(Settings, DistributedOverAPatternByKeyAndScope) {
   EXPECT_ERROR_MENTIONS(distribute_settings(rrss, {"cosformer_index=raster_1d"}),
                         "'cosformer_index=raster_1d' applies to no layer of pattern 'RRSS': 'cosformer_index' is a "
                         "setting of cosformer");
-  EXPECT_ERROR_MENTIONS(distribute_settings(rrss, {"chunk=4"}), "unknown attention setting 'chunk' (no variant has it");
+  EXPECT_ERROR_MENTIONS(distribute_settings(rrss, {"chunk=4"}), "'chunk' is a setting of transnormer_diag");
+  EXPECT_ERROR_MENTIONS(distribute_settings(rrss, {"chnuk=4"}), "unknown attention setting 'chnuk' (no variant has it");
   EXPECT_ERROR_MENTIONS(distribute_settings(rrss, {"linear.normalizer=mean"}), "the pattern 'RRSS' has no linear layer");
   EXPECT_ERROR_MENTIONS(distribute_settings(rrss, {"softmax.alpha=0"}), "unknown setting 'alpha' for attention variant softmax");
   EXPECT_ERROR_MENTIONS(distribute_settings(rrss, {"performer.alpha=0"}), "unknown variant 'performer' before the '.'");

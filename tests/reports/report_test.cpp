@@ -529,8 +529,8 @@ TEST(ReportPaperProtocol, FigureNumbersAreTheFilesRanks) {
   }
   log = test::run_command(report_cmd(file + " --out " + (tmp.path / "report").string() + " --format png"), &status);
   ASSERT_EQ(status, 0) << log;
-  const std::string dat = read_file(tmp.path / "report" / "figures" / "paper_rank_ravlt_micro_RRSS.dat");
-  const std::string full = read_file(tmp.path / "report" / "figures" / "paper_rank_full_map_ravlt_micro_RRSS.dat");
+  const std::string dat = read_file(tmp.path / "report" / "figures" / "paper_rank.dat");
+  const std::string full = read_file(tmp.path / "report" / "figures" / "paper_rank_full_map.dat");
   ASSERT_FALSE(dat.empty());
   ASSERT_FALSE(full.empty());
   h5::File f(file, h5::Mode::read);
