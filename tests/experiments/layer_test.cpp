@@ -33,6 +33,22 @@ std::vector<GoldenLayer> golden_layers() {
       {"softmax", "softmax_rope_attention.h5", Layout::bchw, 64, 2, 7, 9, {}, true},
       {"focused", "focused_linear_attention.h5", Layout::bnc, 64, 2, 8, 8, {}},
       {"cosformer", "cosformer_attention_1d.h5", Layout::lbe, 64, 2, 7, 9, {"cosformer_index=raster_1d"}},
+      {"transnormer", "transnormer_norm_attention_t1.h5", Layout::lbe, 64, 2, 7, 9, {}},
+      {"transnormer", "transnormer_norm_attention_t2.h5", Layout::lbe, 64, 2, 7, 9, {"phi=1+elu"}},
+      {"transnormer", "transnormer_norm_attention_t1_urpe.h5", Layout::lbe, 64, 2, 7, 9, {}},  // urpe from the keys
+      {"transnormer_diag", "transnormer_diag_attention_t1.h5", Layout::lbe, 64, 2, 7, 9, {"chunk=16"}},
+      {"transnormer_diag", "transnormer_diag_attention_t2.h5", Layout::lbe, 64, 2, 7, 9,
+       {"chunk=16", "kernel=softmax", "norm=0"}},
+      {"vicinity", "vicinity_attention.h5", Layout::bnc, 64, 2, 7, 9, {}},
+      {"vicinity", "vicinity_attention_sr2_prod.h5", Layout::bnc, 64, 2, 8, 6, {"form=product"}},  // sr, fr, se: keys
+      {"vicinity", "vicinity_attention_clamp.h5", Layout::bnc, 64, 2, 7, 9, {}},
+      {"gla", "gla2d_vig.h5", Layout::bchw, 64, 2, 7, 9, {}},
+      {"mlla", "mlla_linear_attention.h5", Layout::bnc, 64, 2, 8, 8, {}},  // mixer=0 from the keys
+      {"mala", "mala_attention.h5", Layout::bchw, 64, 2, 7, 9, {}, true},
+      {"pola", "pola_linear_attention.h5", Layout::bnc, 64, 2, 7, 9, {}},
+      {"inline", "inline_attention.h5", Layout::bnc, 64, 2, 7, 9, {}},
+      {"agent", "agent_attention.h5", Layout::bnc, 64, 2, 8, 8, {}},
+      {"litemla", "litemla_attention.h5", Layout::bchw, 64, 2, 7, 9, {}},
   };
 }
 
@@ -89,8 +105,10 @@ TEST_P(LayerGolden, CliReproducesTheOfficialOutput) {
   EXPECT_FALSE(fs::exists(out + ".partial"));
 }
 
-INSTANTIATE_TEST_SUITE_P(Goldens, LayerGolden, ::testing::ValuesIn(golden_layers()),
-                         [](const auto& info) { return std::string(info.param.variant); });
+INSTANTIATE_TEST_SUITE_P(Goldens, LayerGolden, ::testing::ValuesIn(golden_layers()), [](const auto& info) {
+  std::string name = info.param.file;  // the golden file names the case
+  return name.substr(0, name.find('.'));
+});
 
 TEST(Layer, LearnedTablesAreSizedFromTheStateDict) {
   // FLatten's positional encoding (1, 64, 64) sets position_tokens=64 with no setting given.
