@@ -5,6 +5,7 @@
 
 #include "experiments/ablate.h"
 #include "experiments/bench.h"
+#include "experiments/convert.h"
 #include "experiments/demo.h"
 #include "experiments/distill.h"
 #include "experiments/info.h"
@@ -38,11 +39,12 @@ int main(int argc, char** argv) {
   rala::add_ablate_command(app);
   rala::add_bench_command(app);
   rala::add_demo_command(app);
+  rala::add_convert_command(app);
   rala::add_distill_command(app);
   try {
     app.parse(argc, argv);
     if (app.get_subcommands().empty()) {
-      std::cerr << "rala: error: a subcommand is required (one of: info, layer, predict, rank, report, train, ablate, bench, demo, distill); run 'rala --help'\n";
+      std::cerr << "rala: error: a subcommand is required (one of: info, layer, predict, rank, report, train, ablate, bench, demo, distill, convert); run 'rala --help'\n";
       return 2;
     }
   } catch (const CLI::ParseError& e) {

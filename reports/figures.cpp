@@ -469,36 +469,43 @@ std::optional<FigureSpec> ablation_figure(const InputFile& input, const std::str
       *skip = "top-1 vs kv_buffer effective rank (" + input.path + "): the table has no column " + c;
       return std::nullopt;
     }
+  // Points are numbered; the numbers are keyed to the configuration names beside the plot, so a dozen configurations
+  // and more stay readable (names as point labels overlap).
   std::ostringstream data;
-  data << "# kv_buffer_effective_rank top1_mean top1_std config\n";
-  int points = 0;
+  data << "# kv_buffer_effective_rank top1_mean top1_std number config\n";
+  std::vector<std::string> names;
   for (int64_t r = 0; r < t.rows(); ++r) {
     const double x = value_at(t, "kv_buffer_effective_rank", r), y = value_at(t, "top1_mean", r);
     if (!std::isfinite(x) || !std::isfinite(y)) continue;
     const double e = t.has_column("top1_std") ? value_at(t, "top1_std", r) : 0.0;
-    data << num(x) << " " << num(y) << " " << num(std::isfinite(e) ? e : 0.0) << " "
-         << data_string(t.column("config").texts[r]) << "\n";
-    ++points;
+    names.push_back(t.column("config").texts[r]);
+    data << num(x) << " " << num(y) << " " << num(std::isfinite(e) ? e : 0.0) << " " << names.size() << " "
+         << data_string(names.back()) << "\n";
   }
-  if (points == 0) {
+  if (names.empty()) {
     *skip = "top-1 vs kv_buffer effective rank (" + input.path + "): no row has both values";
     return std::nullopt;
   }
   FigureSpec s;
   s.name = name;
   s.title = "Ablation: top-1 accuracy vs KV-buffer effective rank";
-  s.caption = "One point per configuration of " + input.path +
-              ": top-1 (mean over seeds, error bars: std) against the kv_buffer effective rank (mean over the "
-              "linear-attention layers).";
+  s.caption = "One numbered point per configuration of " + input.path +
+              " (key on the right): top-1 (mean over seeds, error bars: std) against the kv_buffer effective rank "
+              "(mean over the summary layers). Configurations without a KV buffer (softmax) are not drawn.";
   s.data = data.str();
   const std::string unit = column_unit(t, "top1_mean");
   std::ostringstream sc;
   sc << "set title " << gp_text(s.title) << "\n"
      << "set xlabel \"mean kv\\\\_buffer effective rank\"\n"
      << "set ylabel " << gp_text("top-1 accuracy" + (unit.empty() ? "" : " (" + unit + ")")) << "\n"
-     << "set grid lc rgb \"#dddddd\"\nset offsets graph 0.1, graph 0.3, graph 0.15, graph 0.1\nunset key\n"
-     << "plot datafile using 1:2:3 with yerrorbars pt 7 ps 1.3 lc rgb \"" << color(0) << "\", \\\n"
-     << "     datafile using 1:2:4 with labels left offset 1,0.6 noenhanced\n";
+     << "set grid lc rgb \"#dddddd\"\nset offsets graph 0.08, graph 0.08, graph 0.12, graph 0.08\nunset key\n"
+     << "set rmargin at screen 0.72\n";
+  const double step = std::min(0.05, 0.8 / static_cast<double>(names.size()));
+  for (size_t i = 0; i < names.size(); ++i)
+    sc << "set label " << i + 1 << " " << gp_text(std::to_string(i + 1) + "  " + names[i]) << " at screen 0.74, screen "
+       << num(0.9 - step * static_cast<double>(i)) << " left noenhanced font \",9\"\n";
+  sc << "plot datafile using 1:2:3 with yerrorbars pt 7 ps 1.2 lc rgb \"" << color(0) << "\", \\\n"
+     << "     datafile using 1:2:(sprintf(\"%d\", $4)) with labels left offset 0.7,0.7 font \",9\"\n";
   s.script = sc.str();
   return s;
 }

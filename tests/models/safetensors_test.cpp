@@ -160,5 +160,36 @@ TEST(Safetensors, HostileHeadersAreOneLineBeforeAnyAllocation) {
   EXPECT_NE(msg.find(bad), std::string::npos) << msg;
 }
 
+TEST(Safetensors, ConvertWritesWhatPredictReadsBack) {
+  // The official-format micro checkpoint → .safetensors → the official logits; and back to our own format.
+  test::TempDir tmp("rala_st");
+  const auto st = (tmp.path / "micro.safetensors").string(), pth = (tmp.path / "micro.pth").string();
+  const auto logits = (tmp.path / "logits.h5").string();
+  const std::string bin = RALA_BINARY;
+  int status = 0;
+  auto log = test::run_command(bin + " convert --checkpoint " + test::data_path("checkpoint_official_micro.pth") +
+                                   " --out " + st, &status);
+  ASSERT_EQ(status, 0) << log;
+  EXPECT_NE(log.find("[model] to " + st), std::string::npos) << log;
+  log = test::run_command(bin + " convert --checkpoint " + st + " --out " + pth, &status);
+  ASSERT_EQ(status, 0) << log;
+  for (const auto& ckpt : {st, pth}) {
+    log = test::run_command(bin + " predict --model ravlt_micro --attn-pattern RRSS --checkpoint " + ckpt +
+                                " --input-h5 " + test::data_path("ravlt_micro_rrss.h5") + " --output-h5 " + logits,
+                            &status);
+    ASSERT_EQ(status, 0) << log;
+    auto ref = test::golden("ravlt_micro_rrss.h5", "logits");
+    EXPECT_LE(test::max_abs_err(h5::read_tensor(logits, "logits"), ref),
+              1e-4 * std::max(1.0, ref.abs().max().item<double>())) << ckpt;
+  }
+  // Refusals: an existing output, an unknown extension.
+  log = test::run_command(bin + " convert --checkpoint " + st + " --out " + pth, &status);
+  EXPECT_NE(status, 0);
+  EXPECT_NE(log.find("exists; pass --overwrite"), std::string::npos) << log;
+  log = test::run_command(bin + " convert --checkpoint " + st + " --out " + (tmp.path / "x.bin").string(), &status);
+  EXPECT_NE(status, 0);
+  EXPECT_NE(log.find("must end in .safetensors or .pth"), std::string::npos) << log;
+}
+
 }  // namespace
 }  // namespace rala
