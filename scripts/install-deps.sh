@@ -15,7 +15,8 @@ PACKAGES=(
   libstb-dev              # image decoding
   libfmt-dev
   zlib1g-dev              # gzip IDX files (Fashion-MNIST)
-  nlohmann-json3-dev
+  nlohmann-json3-dev      # safetensors headers, JSON sidecars
+  libyaml-cpp-dev         # ablation grid files (rala ablate --grid)
   libopenblas0-pthread    # optimised BLAS (reference BLAS is ~20x slower)
   liblapack-dev           # LAPACK link library (dgeqrf, dgesdd for the batched spectra)
   gnuplot-nox             # figures

@@ -115,6 +115,25 @@ torch::Tensor naive_softmax(const torch::Tensor& x) {
   return out;
 }
 
+std::string error_message(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const c10::Error& e) {
+    return e.what_without_backtrace();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "<no exception>";
+}
+
+void expect_golden(const std::string& name, const torch::Tensor& got, const torch::Tensor& ref, double rel) {
+  ASSERT_EQ(got.sizes(), ref.sizes()) << name;
+  const double dev = max_abs_err(got, ref), scale = std::max(1.0, ref.abs().max().item<double>());
+  ::testing::Test::RecordProperty("golden_" + name, std::to_string(dev));
+  std::printf("  golden %-24s max|Δ| = %.3g  (bound %.3g)\n", name.c_str(), dev, rel * scale);
+  EXPECT_LE(dev, rel * scale) << name;
+}
+
 std::string run_command(const std::string& command, int* status) {
   std::string out;
   FILE* pipe = popen((command + " 2>&1").c_str(), "r");

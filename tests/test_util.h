@@ -54,6 +54,14 @@ torch::Tensor naive_softmax(const torch::Tensor& x);
 torch::Tensor random_input(int64_t B, int64_t C, int64_t H, int64_t W, uint64_t seed,
                            torch::Dtype dtype = torch::kFloat64);
 
+/// The message of the error `fn` throws (c10::Error without its backtrace, or std::exception::what()), or
+/// "<no exception>" when it throws none.
+std::string error_message(const std::function<void()>& fn);
+
+/// The golden rule of the parity tests: shapes equal and max |got − ref| ≤ rel·max(1, max|ref|). The measured deviation
+/// is recorded as a test property (`--gtest_output=xml` lists it) and printed.
+void expect_golden(const std::string& name, const torch::Tensor& got, const torch::Tensor& ref, double rel = 1e-5);
+
 /// Runs a shell command as a user would (stderr merged into the result); *status gets pclose's status.
 std::string run_command(const std::string& command, int* status);
 
@@ -82,3 +90,11 @@ NaiveResult naive_attention(ProjectedAttention& module, const torch::Tensor& x, 
                             const std::function<torch::Tensor(const torch::Tensor& proj)>& extra = {});
 
 }  // namespace rala::test
+
+/// Expects `stmt` to throw an error whose one-line message contains `text`.
+#define EXPECT_ERROR_MENTIONS(stmt, text)                                                    \
+  do {                                                                                       \
+    const std::string msg_ = ::rala::test::error_message([&] { stmt; });                     \
+    EXPECT_NE(msg_.find(text), std::string::npos) << "message: " << msg_;                    \
+    EXPECT_EQ(msg_.find('\n'), std::string::npos) << "not one line: " << msg_;              \
+  } while (0)

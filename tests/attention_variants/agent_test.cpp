@@ -18,22 +18,7 @@ using test::golden;
 
 constexpr const char* kGolden = "agent_attention.h5";
 
-std::string message_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  }
-  return "<no exception>";
-}
 
-/// |Δ| ≤ 1e-5·max(1, max|ref|), printed so that the deviations can be reported.
-void expect_golden(const std::string& name, const torch::Tensor& got, const torch::Tensor& ref) {
-  ASSERT_EQ(got.sizes(), ref.sizes()) << name;
-  const double dev = test::max_abs_err(got, ref), bound = 1e-5 * std::max(1.0, ref.abs().max().item<double>());
-  std::cout << "[agent golden] " << name << ": max |Δ| = " << dev << " (bound " << bound << ")\n";
-  EXPECT_LE(dev, bound) << name;
-}
 
 TEST(AgentGolden, OutputAndEveryProbeMatchOfficialCode) {
   auto x_tokens = golden(kGolden, "input");  // (B, N, C) = (2, 64, 64), 8×8 raster
@@ -48,19 +33,19 @@ TEST(AgentGolden, OutputAndEveryProbeMatchOfficialCode) {
                         {internals.begin(), internals.end()});
   torch::NoGradGuard no_grad;
   auto y = attn->forward(x, AttentionContext::for_input(x, C / 2, &probes)).flatten(2).transpose(1, 2);
-  expect_golden("output", y, golden(kGolden, "output"));
-  for (const auto& name : internals) expect_golden(name, probes.get_internal(name), golden(kGolden, "probes/" + name));
-  expect_golden("kv_buffer", probes.get(Probe::kv_buffer), golden(kGolden, "probes/kv_buffer"));
-  expect_golden("output (output_heads)", probes.get(Probe::output), golden(kGolden, "probes/output_heads"));
+  test::expect_golden("output", y, golden(kGolden, "output"));
+  for (const auto& name : internals) test::expect_golden(name, probes.get_internal(name), golden(kGolden, "probes/" + name));
+  test::expect_golden("kv_buffer", probes.get(Probe::kv_buffer), golden(kGolden, "probes/kv_buffer"));
+  test::expect_golden("output (output_heads)", probes.get(Probe::output), golden(kGolden, "probes/output_heads"));
   // output_gated = o + dwc(v) per head: the golden output_pre_proj (B, N, C) split into heads.
   auto pre = golden(kGolden, "probes/output_pre_proj");
-  expect_golden("output_gated (output_pre_proj)", probes.get(Probe::output_gated),
+  test::expect_golden("output_gated (output_pre_proj)", probes.get(Probe::output_gated),
                 pre.reshape({B, H * W, 2, C / 2}).transpose(1, 2));
   // The implied map: q_attn · agent_attn of the golden; A·v reproduces the golden output_heads.
   auto map = torch::matmul(golden(kGolden, "probes/q_attn"), golden(kGolden, "probes/agent_attn"));
-  expect_golden("attention (q_attn·agent_attn)", probes.get(Probe::attention), map);
+  test::expect_golden("attention (q_attn·agent_attn)", probes.get(Probe::attention), map);
   auto v = attn->kv->forward(x_tokens).narrow(2, C, C).reshape({B, H * W, 2, C / 2}).transpose(1, 2);
-  expect_golden("attention·v", torch::matmul(probes.get(Probe::attention), v), golden(kGolden, "probes/output_heads"));
+  test::expect_golden("attention·v", torch::matmul(probes.get(Probe::attention), v), golden(kGolden, "probes/output_heads"));
 }
 
 TEST(AgentGolden, SettingsFromTheStateDictShapes) {
@@ -362,23 +347,23 @@ TEST(AgentGrid, AgentsOnAGridSmallerThanThePoolRepeatRows) {
 }
 
 TEST(AgentSettings, BadValuesGiveOneLineErrors) {
-  auto msg = message_of([] { AgentAttention(AttentionOptions(32, 2).set("agent_num", 10)); });
+  auto msg = test::error_message([] { AgentAttention(AttentionOptions(32, 2).set("agent_num", 10)); });
   EXPECT_NE(msg.find("setting 'agent_num' must be a perfect square (P×P pooled agents), got 10"), std::string::npos)
       << msg;
   EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
-  msg = message_of([] { AgentAttention(AttentionOptions(32, 2).set("agent_num", 0)); });
+  msg = test::error_message([] { AgentAttention(AttentionOptions(32, 2).set("agent_num", 0)); });
   EXPECT_NE(msg.find("setting 'agent_num' of attention variant agent expects an integer in [1, 4096], got '0'"),
             std::string::npos)
       << msg;
-  msg = message_of([] { AgentAttention(AttentionOptions(32, 2).set("dwc_kernel", 4)); });
+  msg = test::error_message([] { AgentAttention(AttentionOptions(32, 2).set("dwc_kernel", 4)); });
   EXPECT_NE(msg.find("setting 'dwc_kernel' of attention variant agent expects an odd integer in [1, 31], got '4'"),
             std::string::npos)
       << msg;
-  msg = message_of([] { AgentAttention(AttentionOptions(32, 2).set("bias_grid", "8x8")); });
+  msg = test::error_message([] { AgentAttention(AttentionOptions(32, 2).set("bias_grid", "8x8")); });
   EXPECT_NE(msg.find("setting 'bias_grid' of attention variant agent expects an integer in [1, 4096], got '8x8'"),
             std::string::npos)
       << msg;
-  msg = message_of([] { AgentAttention(AttentionOptions(32, 2).set("qkv_bias", "maybe")); });
+  msg = test::error_message([] { AgentAttention(AttentionOptions(32, 2).set("qkv_bias", "maybe")); });
   EXPECT_NE(msg.find("setting 'qkv_bias' of attention variant agent expects a boolean"), std::string::npos) << msg;
   EXPECT_EQ(AgentAttention(AttentionOptions(32, 2))->settings().describe(),
             "agent_num=9 bias_grid=8 dwc_kernel=3 qkv_bias=1");

@@ -15,14 +15,6 @@ namespace {
 
 using torch::Tensor;
 
-std::string message_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  }
-  return "<no exception>";
-}
 
 Tensor elementwise(const Tensor& t, double (*f)(double)) {
   auto out = t.to(torch::kFloat64).contiguous().clone();
@@ -328,7 +320,7 @@ TEST(ChelaSettings, BadSettingsGiveOneLineErrors) {
       {{"ndim", "2"}, "unknown setting 'ndim' for attention variant chela"},
   };
   for (const auto& [kv, text] : cases) {
-    auto msg = message_of([&] { make(AttentionOptions(32, 2).set(kv.first, kv.second)); });
+    auto msg = test::error_message([&] { make(AttentionOptions(32, 2).set(kv.first, kv.second)); });
     EXPECT_NE(msg.find(text), std::string::npos) << "message: " << msg;
     EXPECT_EQ(msg.find('\n'), std::string::npos) << "message: " << msg;
   }

@@ -15,14 +15,6 @@ namespace {
 
 using torch::Tensor;
 
-std::string message_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  }
-  return "<no exception>";
-}
 
 /// max relative error of a against b, recorded as a test property (--gtest_output=xml shows it) and held to tol.
 void expect_rel(const std::string& what, const Tensor& a, const Tensor& b, double tol) {
@@ -257,7 +249,7 @@ TEST(FixationSettings, BadSettingsGiveOneLineErrors) {
       {{"temporal", "1"}, "unknown setting 'temporal' for attention variant fixation"},
   };
   for (const auto& [kv, text] : cases) {
-    auto msg = message_of([&] { make_attention(Variant::fixation, AttentionOptions(32, 2).set(kv.first, kv.second)); });
+    auto msg = test::error_message([&] { make_attention(Variant::fixation, AttentionOptions(32, 2).set(kv.first, kv.second)); });
     EXPECT_NE(msg.find(text), std::string::npos) << "message: " << msg;
     EXPECT_EQ(msg.find('\n'), std::string::npos) << "message: " << msg;
   }

@@ -20,23 +20,7 @@ using torch::Tensor;
 
 constexpr const char* kGolden = "gla2d_vig.h5";
 
-std::string message_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "<no exception>";
-}
 
-#define EXPECT_ERROR_MENTIONS(stmt, text)                                  \
-  do {                                                                     \
-    auto msg_ = message_of([&] { stmt; });                                 \
-    EXPECT_NE(msg_.find(text), std::string::npos) << "message: " << msg_;  \
-    EXPECT_EQ(msg_.find('\n'), std::string::npos) << "message: " << msg_;  \
-  } while (0)
 
 double golden_tolerance(const Tensor& ref) { return 1e-5 * std::max(1.0, ref.abs().max().item<double>()); }
 

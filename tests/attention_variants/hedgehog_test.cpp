@@ -16,14 +16,6 @@ using test::golden;
 
 constexpr const char* kGolden = "hedgehog_lolcats.h5";
 
-std::string message_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  }
-  return "<no exception>";
-}
 
 /// |Δ| ≤ 1e-5 · max(1, max|ref|).
 void expect_golden(const torch::Tensor& got, const std::string& dataset) {
@@ -221,16 +213,16 @@ TEST(HedgehogSettings, InitsFollowLolcats) {
 }
 
 TEST(HedgehogSettings, BadValuesGiveOneLineErrors) {
-  auto msg = message_of([] { HedgehogAttention(AttentionOptions(32, 2).set("feature_dim", "-1")); });
+  auto msg = test::error_message([] { HedgehogAttention(AttentionOptions(32, 2).set("feature_dim", "-1")); });
   EXPECT_NE(msg.find("feature_dim"), std::string::npos) << msg;
-  msg = message_of([] { HedgehogAttention(AttentionOptions(32, 2).set("feature_init", "zeros")); });
+  msg = test::error_message([] { HedgehogAttention(AttentionOptions(32, 2).set("feature_init", "zeros")); });
   EXPECT_NE(msg.find("feature_init"), std::string::npos) << msg;
   EXPECT_NE(msg.find("expects one of: kaiming, identity"), std::string::npos) << msg;
-  msg = message_of([] { HedgehogAttention(AttentionOptions(32, 2).set("eps", "-1")); });
+  msg = test::error_message([] { HedgehogAttention(AttentionOptions(32, 2).set("eps", "-1")); });
   EXPECT_NE(msg.find("eps"), std::string::npos) << msg;
-  msg = message_of([] { HedgehogAttention(AttentionOptions(12, 2)); });
+  msg = test::error_message([] { HedgehogAttention(AttentionOptions(12, 2)); });
   EXPECT_NE(msg.find("hedgehog: RoPE needs a head dim divisible by 4, got 6"), std::string::npos) << msg;
-  msg = message_of([] { HedgehogAttention(AttentionOptions(2, 2).set("rope", false)); });
+  msg = test::error_message([] { HedgehogAttention(AttentionOptions(2, 2).set("rope", false)); });
   EXPECT_NE(msg.find("feature_dim=0 means head_dim/2, which is 0"), std::string::npos) << msg;
   for (const auto& m : {msg}) EXPECT_EQ(m.find('\n'), std::string::npos) << m;
 }
@@ -291,7 +283,7 @@ TEST(HedgehogDistillation, LossIsZeroXentGapWhenTheStudentMapIsTheTeachers) {
   auto entropy = -(a * a.log()).sum(-1).mean();
   EXPECT_NEAR(l.xent.item<double>(), entropy.item<double>(), 1e-12);
   EXPECT_EQ(l.mse.item<double>(), 0.0);
-  EXPECT_NE(message_of([&] { attention_mimicry_loss(a, a.narrow(-1, 0, 6), y, y); }).find("shapes differ"),
+  EXPECT_NE(test::error_message([&] { attention_mimicry_loss(a, a.narrow(-1, 0, 6), y, y); }).find("shapes differ"),
             std::string::npos);
 }
 

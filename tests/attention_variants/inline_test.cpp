@@ -17,14 +17,6 @@ using test::golden;
 
 constexpr const char* kGolden = "inline_attention.h5";
 
-std::string message_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  }
-  return "<no exception>";
-}
 
 double golden_dev(const torch::Tensor& got, const torch::Tensor& ref) {
   return test::max_abs_err(got, ref) / std::max(1.0, ref.abs().max().item<double>());
@@ -83,7 +75,7 @@ TEST(InlineSettings, FromStateShapesAndDefaults) {
             (std::vector<SettingPair>{{"residual", "1"}, {"residual_kernel", "5"}}));
   EXPECT_EQ(InlineAttentionImpl::settings_from_state_shapes({{"q.weight", {64, 64}}}),
             (std::vector<SettingPair>{{"residual", "0"}}));
-  EXPECT_NE(message_of([] {
+  EXPECT_NE(test::error_message([] {
               InlineAttentionImpl::settings_from_state_shapes(
                   {{"residual.0.weight", {64, 32, 1}}, {"residual.2.weight", {128, 32, 1}}});
             }).find("not k²·C"),
@@ -106,7 +98,7 @@ TEST(InlineSettings, FromStateShapesAndDefaults) {
 }
 
 TEST(InlineSettings, BadSettingsGiveOneLineErrors) {
-  auto msg = [](const AttentionOptions& o) { return message_of([&] { InlineAttention attn(o); }); };
+  auto msg = [](const AttentionOptions& o) { return test::error_message([&] { InlineAttention attn(o); }); };
   auto has = [](const std::string& m, const std::string& text) {
     EXPECT_NE(m.find(text), std::string::npos) << m;
     EXPECT_EQ(m.find('\n'), std::string::npos) << m;

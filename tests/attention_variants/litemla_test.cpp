@@ -19,22 +19,7 @@ using test::golden;
 
 constexpr const char* kGolden = "litemla_attention.h5";
 
-std::string message_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  }
-  return "<no exception>";
-}
 
-/// |Δ| ≤ 1e-5·max(1, max|ref|), printed so that the deviations can be reported.
-void expect_golden(const std::string& name, const torch::Tensor& got, const torch::Tensor& ref) {
-  ASSERT_EQ(got.sizes(), ref.sizes()) << name;
-  const double dev = test::max_abs_err(got, ref), bound = 1e-5 * std::max(1.0, ref.abs().max().item<double>());
-  std::cout << "[litemla golden] " << name << ": max |Δ| = " << dev << " (bound " << bound << ")\n";
-  EXPECT_LE(dev, bound) << name;
-}
 
 LitemlaAttention golden_module() {
   LitemlaAttention attn(AttentionOptions(64, 2));  // defaults = the golden's configuration (d 32, scales 5)
@@ -51,18 +36,18 @@ TEST(LitemlaGolden, OutputAndEveryProbeMatchOfficialCode) {
                         4096, {internals.begin(), internals.end()});
   torch::NoGradGuard no_grad;
   auto y = attn->forward(x, AttentionContext::for_input(x, 32, &probes));
-  expect_golden("output", y, golden(kGolden, "output"));
-  for (const auto& name : internals) expect_golden(name, probes.get_internal(name), golden(kGolden, "probes/" + name));
-  expect_golden("kv_buffer", probes.get(Probe::kv_buffer), golden(kGolden, "probes/kv_buffer"));
+  test::expect_golden("output", y, golden(kGolden, "output"));
+  for (const auto& name : internals) test::expect_golden(name, probes.get_internal(name), golden(kGolden, "probes/" + name));
+  test::expect_golden("kv_buffer", probes.get(Probe::kv_buffer), golden(kGolden, "probes/kv_buffer"));
   // The golden output_heads is channel-major (B, h', d, N); the vocabulary's output is (B, h', N, d).
   auto heads = golden(kGolden, "probes/output_heads");
-  expect_golden("output (output_heads transposed)", probes.get(Probe::output), heads.transpose(-1, -2));
+  test::expect_golden("output (output_heads transposed)", probes.get(Probe::output), heads.transpose(-1, -2));
   EXPECT_TRUE(torch::equal(probes.get(Probe::output_gated), probes.get(Probe::output)));
   auto normalizer = golden(kGolden, "probes/normalizer");
-  expect_golden("normalizer_z (1/(normalizer + 1e-15))", probes.get(Probe::normalizer_z), 1.0 / (normalizer + 1e-15));
+  test::expect_golden("normalizer_z (1/(normalizer + 1e-15))", probes.get(Probe::normalizer_z), 1.0 / (normalizer + 1e-15));
   // The normalised ReLU map applied to the golden's v (per head, interleaved [q | k | v]) gives the golden output.
   auto v = golden(kGolden, "probes/qkv_multiscale").reshape({2, 4, 96, 63}).narrow(2, 64, 32);  // (B, h', d, N)
-  expect_golden("attention·v", torch::matmul(probes.get(Probe::attention), v.transpose(-1, -2)), heads.transpose(-1, -2));
+  test::expect_golden("attention·v", torch::matmul(probes.get(Probe::attention), v.transpose(-1, -2)), heads.transpose(-1, -2));
 }
 
 TEST(LitemlaGolden, SettingsFromTheStateDictShapes) {
@@ -302,7 +287,7 @@ TEST(LitemlaQuadratic, OfficialQuadraticPathIsTheSameFunction) {
   torch::NoGradGuard no_grad;
   attn->forward(x, AttentionContext::for_input(x, 32, &probes));
   auto quadratic = official_quadratic(probes.get_internal("qkv_multiscale"), 32, 1e-15);
-  expect_golden("quadratic path 4x8 fp32", probes.get_internal("output_heads"), quadratic);
+  test::expect_golden("quadratic path 4x8 fp32", probes.get_internal("output_heads"), quadratic);
 }
 
 TEST(LitemlaNorm, TrainingModeUsesBatchStatisticsAndUpdatesRunningStats) {
@@ -341,15 +326,15 @@ TEST(LitemlaSettings, ScalesShapeTheModuleAndBadValuesGiveOneLineErrors) {
   EXPECT_EQ(test::param(*three, "proj.conv.weight").sizes(), (std::vector<int64_t>{32, 128, 1, 1}));
   EXPECT_EQ(LitemlaAttention(AttentionOptions(32, 2))->settings().describe(), "scales=5 eps=1e-15");
 
-  auto msg = message_of([] { LitemlaAttention(AttentionOptions(32, 2).set("scales", "4")); });
+  auto msg = test::error_message([] { LitemlaAttention(AttentionOptions(32, 2).set("scales", "4")); });
   EXPECT_NE(msg.find("setting 'scales' of attention variant litemla expects one of: none, 3, 5, 7, 9, 3,5,"),
             std::string::npos)
       << msg;
   EXPECT_NE(msg.find("got '4'"), std::string::npos) << msg;
   EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
-  msg = message_of([] { LitemlaAttention(AttentionOptions(32, 2).set("scales", "5,3")); });
+  msg = test::error_message([] { LitemlaAttention(AttentionOptions(32, 2).set("scales", "5,3")); });
   EXPECT_NE(msg.find("got '5,3'"), std::string::npos) << msg;
-  msg = message_of([] { LitemlaAttention(AttentionOptions(32, 2).set("eps", -1.0)); });
+  msg = test::error_message([] { LitemlaAttention(AttentionOptions(32, 2).set("eps", -1.0)); });
   EXPECT_NE(msg.find("setting 'eps' of attention variant litemla expects a finite number in [0, 1], got '-1'"),
             std::string::npos)
       << msg;

@@ -14,22 +14,7 @@ using test::golden;
 
 constexpr const char* kGolden = "mala_attention.h5";
 
-std::string message_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  }
-  return "<no exception>";
-}
 
-/// |Δ| ≤ 1e-5·max(1, max|ref|); prints the measured deviation.
-void expect_golden(const std::string& name, const torch::Tensor& got, const torch::Tensor& ref) {
-  ASSERT_EQ(got.sizes(), ref.sizes()) << name;
-  const double dev = test::max_abs_err(got, ref), scale = std::max(1.0, ref.abs().max().item<double>());
-  std::printf("  %-18s max|Δ| = %.3g  (max|ref| = %.3g)\n", name.c_str(), dev, ref.abs().max().item<double>());
-  EXPECT_LE(dev, 1e-5 * scale) << name;
-}
 
 TEST(MalaGolden, OutputAndEveryProbeMatchOfficialCode) {
   MalaAttention attn(AttentionOptions(64, 2));
@@ -46,14 +31,14 @@ TEST(MalaGolden, OutputAndEveryProbeMatchOfficialCode) {
   ctx.probes = &probes;
   torch::NoGradGuard no_grad;
   auto y = attn->forward(x, ctx);
-  expect_golden("output", y, golden(kGolden, "output"));
-  expect_golden("phi_q", probes.get(Probe::feature_q), golden(kGolden, "probes/phi_q"));
-  expect_golden("phi_k", probes.get(Probe::feature_k), golden(kGolden, "probes/phi_k"));
-  expect_golden("z", probes.get_internal("z"), golden(kGolden, "probes/z"));
-  expect_golden("kv_buffer", probes.get(Probe::kv_buffer), golden(kGolden, "probes/kv_buffer"));
-  expect_golden("output_pre_lepe", probes.get(Probe::output), golden(kGolden, "probes/output_pre_lepe"));
-  expect_golden("lepe", probes.get_internal("lepe"), golden(kGolden, "probes/lepe"));
-  expect_golden("gate_o", probes.get_internal("gate_o"), golden(kGolden, "probes/gate_o"));
+  test::expect_golden("output", y, golden(kGolden, "output"));
+  test::expect_golden("phi_q", probes.get(Probe::feature_q), golden(kGolden, "probes/phi_q"));
+  test::expect_golden("phi_k", probes.get(Probe::feature_k), golden(kGolden, "probes/phi_k"));
+  test::expect_golden("z", probes.get_internal("z"), golden(kGolden, "probes/z"));
+  test::expect_golden("kv_buffer", probes.get(Probe::kv_buffer), golden(kGolden, "probes/kv_buffer"));
+  test::expect_golden("output_pre_lepe", probes.get(Probe::output), golden(kGolden, "probes/output_pre_lepe"));
+  test::expect_golden("lepe", probes.get_internal("lepe"), golden(kGolden, "probes/lepe"));
+  test::expect_golden("gate_o", probes.get_internal("gate_o"), golden(kGolden, "probes/gate_o"));
   // z is not a reciprocal normaliser: no normalizer_z. output_gated = (output + lepe) ⊙ o in head layout.
   EXPECT_FALSE(probes.has(Probe::normalizer_z));
   auto gated = (merge_heads(probes.get(Probe::output), 7, 9) + probes.get_internal("lepe")) * probes.get_internal("gate_o");
@@ -179,14 +164,14 @@ TEST(MalaSettings, SwitchesShapeTheParametersAndBadOnesAreNamed) {
   EXPECT_EQ(test::param(*ungated, "qkv.weight").size(0), 192);
   EXPECT_EQ(MalaAttention(AttentionOptions(64, 2).set("lepe", false))->named_parameters().find("lepe.weight"), nullptr);
   EXPECT_EQ(MalaAttention(AttentionOptions(64, 2))->settings().describe(), "gate=1 rope=1 lepe=1");
-  EXPECT_NE(message_of([] { MalaAttention(AttentionOptions(36, 2)); })
+  EXPECT_NE(test::error_message([] { MalaAttention(AttentionOptions(36, 2)); })
                 .find("MALA: RoPE needs a head dim divisible by 4, got 18"),
             std::string::npos);
   EXPECT_NO_THROW(MalaAttention(AttentionOptions(36, 2).set("rope", false)));
-  EXPECT_NE(message_of([] { MalaAttention(AttentionOptions(64, 2).set("rope", "perhaps")); })
+  EXPECT_NE(test::error_message([] { MalaAttention(AttentionOptions(64, 2).set("rope", "perhaps")); })
                 .find("setting 'rope' of attention variant mala expects a boolean"),
             std::string::npos);
-  EXPECT_NE(message_of([] { MalaAttention(AttentionOptions(64, 2).set("alpha", false)); })
+  EXPECT_NE(test::error_message([] { MalaAttention(AttentionOptions(64, 2).set("alpha", false)); })
                 .find("unknown setting 'alpha' for attention variant mala (mala has: gate, rope, lepe)"),
             std::string::npos);
   // No gate: the gate_o internal is simply absent.

@@ -17,22 +17,7 @@ using test::golden;
 constexpr const char* kBare = "mlla_linear_attention.h5";
 constexpr const char* kBlock = "mlla_block.h5";
 
-std::string message_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  }
-  return "<no exception>";
-}
 
-/// |Δ| ≤ 1e-5·max(1, max|ref|); prints the measured deviation.
-void expect_golden(const std::string& name, const torch::Tensor& got, const torch::Tensor& ref) {
-  ASSERT_EQ(got.sizes(), ref.sizes()) << name;
-  const double dev = test::max_abs_err(got, ref), scale = std::max(1.0, ref.abs().max().item<double>());
-  std::printf("  %-26s max|Δ| = %.3g  (max|ref| = %.3g)\n", name.c_str(), dev, ref.abs().max().item<double>());
-  EXPECT_LE(dev, 1e-5 * scale) << name;
-}
 
 torch::Tensor tokens_to_input(const torch::Tensor& t, int64_t H, int64_t W) {  // (B, N, C) → (B, C, H, W)
   return t.transpose(1, 2).reshape({t.size(0), t.size(2), H, W});
@@ -48,15 +33,15 @@ TEST(MllaGolden, LinearAttentionAndEveryProbeMatchOfficialCode) {
                         4096, {"rope_q", "rope_k", "lepe"});
   torch::NoGradGuard no_grad;
   auto y = attn->forward(x, AttentionContext::for_input(x, 32, &probes));
-  expect_golden("output", as_tokens(y), golden(kBare, "output"));
-  expect_golden("phi_q", probes.get(Probe::feature_q), golden(kBare, "probes/phi_q"));
-  expect_golden("phi_k", probes.get(Probe::feature_k), golden(kBare, "probes/phi_k"));
-  expect_golden("rope_q", probes.get_internal("rope_q"), golden(kBare, "probes/rope_q"));
-  expect_golden("rope_k", probes.get_internal("rope_k"), golden(kBare, "probes/rope_k"));
-  expect_golden("kv_buffer", probes.get(Probe::kv_buffer), golden(kBare, "probes/kv_buffer"));
-  expect_golden("normalizer_z", probes.get(Probe::normalizer_z), golden(kBare, "probes/normalizer_z"));
-  expect_golden("output_pre_lepe", probes.get(Probe::output), golden(kBare, "probes/output_pre_lepe"));
-  expect_golden("lepe", probes.get_internal("lepe"), golden(kBare, "probes/lepe"));
+  test::expect_golden("output", as_tokens(y), golden(kBare, "output"));
+  test::expect_golden("phi_q", probes.get(Probe::feature_q), golden(kBare, "probes/phi_q"));
+  test::expect_golden("phi_k", probes.get(Probe::feature_k), golden(kBare, "probes/phi_k"));
+  test::expect_golden("rope_q", probes.get_internal("rope_q"), golden(kBare, "probes/rope_q"));
+  test::expect_golden("rope_k", probes.get_internal("rope_k"), golden(kBare, "probes/rope_k"));
+  test::expect_golden("kv_buffer", probes.get(Probe::kv_buffer), golden(kBare, "probes/kv_buffer"));
+  test::expect_golden("normalizer_z", probes.get(Probe::normalizer_z), golden(kBare, "probes/normalizer_z"));
+  test::expect_golden("output_pre_lepe", probes.get(Probe::output), golden(kBare, "probes/output_pre_lepe"));
+  test::expect_golden("lepe", probes.get_internal("lepe"), golden(kBare, "probes/lepe"));
   // Without the mixer, output_gated is the output itself (LePE added, no gate) and A·v = output with v = x.
   auto out_heads = token_heads(as_tokens(y), 2);
   EXPECT_LE(test::max_abs_err(probes.get(Probe::output_gated), out_heads), 1e-6);
@@ -128,13 +113,13 @@ TEST(MllaGolden, WholeBlockAroundTheMixerMatchesOfficialMLLABlock) {
   auto after_attn = after_cpe1 + as_tokens(mixed);
   auto after_cpe2 = after_attn + as_tokens(block.cpe2->forward(tokens_to_input(after_attn, H, W)));
   auto out = after_cpe2 + block.fc2->forward(torch::gelu(block.fc1->forward(block.norm2->forward(after_cpe2))));
-  expect_golden("after_cpe1", after_cpe1, golden(kBlock, "probes/after_cpe1"));
-  expect_golden("gate", probes.get_internal("gate"), golden(kBlock, "probes/gate"));
-  expect_golden("attn_input", probes.get_internal("attn_input"), golden(kBlock, "probes/attn_input"));
-  expect_golden("attn_output", probes.get_internal("attn_output"), golden(kBlock, "probes/attn_output"));
-  expect_golden("after_attn", after_attn, golden(kBlock, "probes/after_attn"));
-  expect_golden("after_cpe2", after_cpe2, golden(kBlock, "probes/after_cpe2"));
-  expect_golden("output", out, golden(kBlock, "output"));
+  test::expect_golden("after_cpe1", after_cpe1, golden(kBlock, "probes/after_cpe1"));
+  test::expect_golden("gate", probes.get_internal("gate"), golden(kBlock, "probes/gate"));
+  test::expect_golden("attn_input", probes.get_internal("attn_input"), golden(kBlock, "probes/attn_input"));
+  test::expect_golden("attn_output", probes.get_internal("attn_output"), golden(kBlock, "probes/attn_output"));
+  test::expect_golden("after_attn", after_attn, golden(kBlock, "probes/after_attn"));
+  test::expect_golden("after_cpe2", after_cpe2, golden(kBlock, "probes/after_cpe2"));
+  test::expect_golden("output", out, golden(kBlock, "output"));
 }
 
 TEST(MllaGolden, SettingsFromOfficialStateShapes) {
@@ -369,17 +354,17 @@ TEST(MllaSettings, ParametersFollowTheSettings) {
 }
 
 TEST(MllaSettings, BadSettingsGiveOneLineErrors) {
-  EXPECT_NE(message_of([] { MllaAttention(AttentionOptions(30, 3)); })
+  EXPECT_NE(test::error_message([] { MllaAttention(AttentionOptions(30, 3)); })
                 .find("MLLA: RoPE over the full C needs channels divisible by 4, got 30"),
             std::string::npos);
   EXPECT_NO_THROW(MllaAttention(AttentionOptions(30, 3).set("rope", false)));
-  EXPECT_NE(message_of([] { MllaAttention(AttentionOptions(64, 2).set("rotations_h", 0)); })
+  EXPECT_NE(test::error_message([] { MllaAttention(AttentionOptions(64, 2).set("rotations_h", 0)); })
                 .find("setting 'rotations_h' of attention variant mlla expects an integer in [1, 65536], got '0'"),
             std::string::npos);
-  EXPECT_NE(message_of([] { MllaAttention(AttentionOptions(64, 2).set("mixer", "sometimes")); })
+  EXPECT_NE(test::error_message([] { MllaAttention(AttentionOptions(64, 2).set("mixer", "sometimes")); })
                 .find("setting 'mixer' of attention variant mlla expects a boolean"),
             std::string::npos);
-  EXPECT_NE(message_of([] { MllaAttention(AttentionOptions(64, 2).set("alpha", false)); })
+  EXPECT_NE(test::error_message([] { MllaAttention(AttentionOptions(64, 2).set("alpha", false)); })
                 .find("unknown setting 'alpha' for attention variant mlla"),
             std::string::npos);
   // Without RoPE, C = 30 with 3 heads runs.

@@ -18,14 +18,6 @@ using test::golden;
 
 constexpr const char* kGolden = "pola_linear_attention.h5";
 
-std::string message_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  }
-  return "<no exception>";
-}
 
 /// |Δ|max / max(1, |ref|max): the golden comparison (φ reaches ~2·10³, so the limit scales with the reference).
 double golden_dev(const torch::Tensor& got, const torch::Tensor& ref) {
@@ -117,18 +109,18 @@ TEST(PolaSettings, FromStateShapesGiveTheTableGrid) {
             (std::vector<SettingPair>{{"pe_height", "14"}, {"pe_width", "14"}}));
   EXPECT_EQ(PolaAttentionImpl::settings_from_state_shapes({{"qg.weight", {128, 64}}}),
             (std::vector<SettingPair>{{"pe_height", "0"}, {"pe_width", "0"}}));
-  EXPECT_NE(message_of([] {
+  EXPECT_NE(test::error_message([] {
               PolaAttentionImpl::settings_from_state_shapes(
                   {{"a.positional_encoding", {1, 49, 64}}, {"b.positional_encoding", {1, 196, 64}}});
             }).find("several 'positional_encoding' entries"),
             std::string::npos);
-  EXPECT_NE(message_of([] { PolaAttentionImpl::settings_from_state_shapes({{"positional_encoding", {49, 64}}}); })
+  EXPECT_NE(test::error_message([] { PolaAttentionImpl::settings_from_state_shapes({{"positional_encoding", {49, 64}}}); })
                 .find("positional_encoding must be (1, N, C)"),
             std::string::npos);
 }
 
 TEST(PolaSettings, BadSettingsGiveOneLineErrors) {
-  auto msg = [](const AttentionOptions& o) { return message_of([&] { PolaAttention attn(o); }); };
+  auto msg = [](const AttentionOptions& o) { return test::error_message([&] { PolaAttention attn(o); }); };
   auto has = [](const std::string& m, const std::string& text) {
     EXPECT_NE(m.find(text), std::string::npos) << m;
     EXPECT_EQ(m.find('\n'), std::string::npos) << m;

@@ -7,22 +7,7 @@
 namespace rala {
 namespace {
 
-std::string message_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "<no exception>";
-}
 
-#define EXPECT_ERROR_MENTIONS(stmt, text)                             \
-  do {                                                                \
-    auto msg_ = message_of([&] { stmt; });                            \
-    EXPECT_NE(msg_.find(text), std::string::npos) << "message: " << msg_; \
-  } while (0)
 
 class EveryVariant : public ::testing::TestWithParam<Variant> {};
 

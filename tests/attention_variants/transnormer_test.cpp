@@ -21,16 +21,6 @@ using test::golden;
 
 constexpr int64_t kGoldenH = 7, kGoldenW = 9;
 
-std::string message_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "<no exception>";
-}
 
 /// (L, B, E) sequence → (B, E, H, W) map (raster order l = row·W + col).
 torch::Tensor seq_to_map(const torch::Tensor& seq, int64_t H, int64_t W) {
@@ -41,14 +31,6 @@ torch::Tensor map_to_seq(const torch::Tensor& map) {
   return map.reshape({map.size(0), map.size(1), -1}).permute({2, 0, 1});
 }
 
-/// |Δ| ≤ 1e-5·max(1, max|ref|); prints the measured deviation.
-void expect_golden(const std::string& what, const torch::Tensor& ours, const torch::Tensor& ref) {
-  ASSERT_EQ(ours.sizes(), ref.sizes()) << what;
-  const double scale = std::max(1.0, ref.abs().max().item<double>());
-  const double err = test::max_abs_err(ours, ref);
-  std::printf("[golden] %-55s max|Δ| %.3e  (bound %.3e)\n", what.c_str(), err, 1e-5 * scale);
-  EXPECT_LE(err, 1e-5 * scale) << what;
-}
 
 void expect_naive(const std::string& what, const torch::Tensor& ours, const torch::Tensor& ref) {
   ASSERT_EQ(ours.sizes(), ref.sizes()) << what;
@@ -82,12 +64,12 @@ TEST_P(TransnormerNormGolden, MatchesOfficialModuleAndEveryProbe) {
   auto x = seq_to_map(x_seq, kGoldenH, kGoldenW);
   auto y = attn->forward(x, AttentionContext::for_input(x, E / 2, &probes));
   const std::string f = c.file;
-  expect_golden(f + " output", map_to_seq(y), golden(c.file, "output"));
-  expect_golden(f + " phi_q = feature_q", probes.get(Probe::feature_q), golden(c.file, "probes/phi_q"));
-  expect_golden(f + " phi_k = feature_k", probes.get(Probe::feature_k), golden(c.file, "probes/phi_k"));
-  expect_golden(f + " kv_buffer", probes.get(Probe::kv_buffer), golden(c.file, "probes/kv_buffer"));
-  expect_golden(f + " output_heads = output", probes.get(Probe::output), golden(c.file, "probes/output_heads"));
-  expect_golden(f + " output_pre_norm (internal)", probes.get_internal("output_pre_norm").permute({1, 0, 2}),
+  test::expect_golden(f + " output", map_to_seq(y), golden(c.file, "output"));
+  test::expect_golden(f + " phi_q = feature_q", probes.get(Probe::feature_q), golden(c.file, "probes/phi_q"));
+  test::expect_golden(f + " phi_k = feature_k", probes.get(Probe::feature_k), golden(c.file, "probes/phi_k"));
+  test::expect_golden(f + " kv_buffer", probes.get(Probe::kv_buffer), golden(c.file, "probes/kv_buffer"));
+  test::expect_golden(f + " output_heads = output", probes.get(Probe::output), golden(c.file, "probes/output_heads"));
+  test::expect_golden(f + " output_pre_norm (internal)", probes.get_internal("output_pre_norm").permute({1, 0, 2}),
                 golden(c.file, "probes/output_pre_norm"));
   // The raster order is all that matters: a 1×63 strip gives the same output as the 7×9 grid.
   auto strip = seq_to_map(x_seq, 1, L);
@@ -125,13 +107,13 @@ TEST_P(TransnormerDiagGolden, MatchesOfficialModuleAndEveryProbe) {
   auto x = seq_to_map(x_seq, kGoldenH, kGoldenW);
   auto y = attn->forward(x, AttentionContext::for_input(x, E / 2, &probes));
   const std::string f = c.file;
-  expect_golden(f + " output", map_to_seq(y), golden(c.file, "output"));
+  test::expect_golden(f + " output", map_to_seq(y), golden(c.file, "output"));
   const auto& weights = probes.get(Probe::chunk_weights);
-  expect_golden(f + " chunk_weights", weights, golden(c.file, "probes/chunk_weights"));
+  test::expect_golden(f + " chunk_weights", weights, golden(c.file, "probes/chunk_weights"));
   if (!c.softmax)
-    expect_golden(f + " output_pre_norm (internal)", probes.get_internal("output_pre_norm").permute({1, 0, 2}),
+    test::expect_golden(f + " output_pre_norm (internal)", probes.get_internal("output_pre_norm").permute({1, 0, 2}),
                   golden(c.file, "probes/output_pre_norm"));
-  expect_golden(f + " output_pre_proj (internal)", probes.get_internal("output_pre_proj").permute({1, 0, 2}),
+  test::expect_golden(f + " output_pre_proj (internal)", probes.get_internal("output_pre_proj").permute({1, 0, 2}),
                 golden(c.file, "probes/output_pre_proj"));
   // The pad key (column 15 of the last chunk) takes softmax mass in T2, none with ReLU.
   auto pad_mass = weights.select(2, 3).narrow(2, 0, 15).select(3, 15);  // (B, h, 15) real queries → pad key
@@ -393,7 +375,7 @@ TEST(TransnormerSettings, DefaultsAreT1AndBadValuesGiveOneLineErrors) {
   EXPECT_EQ(TransnormerDiagAttention(AttentionOptions(32, 2))->settings().describe(),
             "chunk=64 kernel=relu norm=1 urpe=0");
   auto check = [](const std::function<void()>& fn, const std::vector<std::string>& parts) {
-    auto msg = message_of(fn);
+    auto msg = test::error_message(fn);
     for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "message: " << msg;
     EXPECT_EQ(msg.find('\n'), std::string::npos) << "message: " << msg;
   };

@@ -18,16 +18,6 @@ namespace {
 
 using test::golden;
 
-std::string message_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "<no exception>";
-}
 
 struct GoldenCase {
   const char* file;
@@ -415,7 +405,7 @@ TEST(VicinitySettings, DefaultsAreTheVvtSetting) {
 
 TEST(VicinitySettings, BadSettingsGiveOneLineErrors) {
   auto expect = [](const AttentionOptions& o, const std::string& text) {
-    auto msg = message_of([&] { make_attention(Variant::vicinity, o); });
+    auto msg = test::error_message([&] { make_attention(Variant::vicinity, o); });
     EXPECT_NE(msg.find(text), std::string::npos) << msg;
     EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
   };

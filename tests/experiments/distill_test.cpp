@@ -28,21 +28,7 @@ bool fashion_mnist_available() {
          std::getenv("RALA_FASHION_MNIST_DIR");
 }
 
-std::string message_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  }
-  return "<no exception>";
-}
 
-#define EXPECT_ERROR_MENTIONS(stmt, text)                                 \
-  do {                                                                    \
-    auto msg_ = message_of([&] { stmt; });                                \
-    EXPECT_NE(msg_.find(text), std::string::npos) << "message: " << msg_; \
-    EXPECT_EQ(msg_.find('\n'), std::string::npos) << "message: " << msg_; \
-  } while (0)
 
 std::string run(const std::string& args, int* status) {
   // One thread: OpenMP threads spinning against other work on a busy machine can slow a step a hundredfold.

@@ -20,14 +20,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  }
-  return "<no exception>";
-}
 
 TEST(Grid, ShippedGridsParseAndExpand) {
   const auto names = grid_preset_names();
@@ -132,7 +124,7 @@ TEST(Grid, EveryMistakeIsOneLineWithFileLineAndKey) {
       {"- a\n- b\n", "g.yaml:1: a grid is a mapping of keys"},
   };
   for (const auto& c : cases) {
-    auto msg = error_of([&] { parse_grid(c.text, "g.yaml"); });
+    auto msg = test::error_message([&] { parse_grid(c.text, "g.yaml"); });
     EXPECT_NE(msg.find(c.expected), std::string::npos) << "grid:\n" << c.text << "expected: " << c.expected << "\ngot: " << msg;
     EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
   }

@@ -27,6 +27,9 @@ struct GoldenLayer {
   bool rope_tables = false;           ///< the file's rope_sin / rope_cos go to the layer
 };
 
+// ctest's listing prints each case by its golden file, not as 88 raw bytes.
+void PrintTo(const GoldenLayer& layer, std::ostream* os) { *os << layer.file; }
+
 std::vector<GoldenLayer> golden_layers() {
   return {
       {"rala", "rala_attention.h5", Layout::bchw, 64, 2, 7, 9, {}, true},

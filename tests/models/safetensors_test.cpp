@@ -21,14 +21,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  }
-  return "<no exception>";
-}
 
 TEST(Safetensors, EveryDtypeOfTheIndependentFixtureReadsExactly) {
   auto st = read_safetensors(test::data_path("safetensors_dtypes.safetensors"));
@@ -68,7 +60,7 @@ TEST(Safetensors, GoldenMicroModelLoadsAndGivesTheOfficialLogits) {
   auto ref = test::golden("ravlt_micro_rrss.h5", "logits");
   EXPECT_LE(test::max_abs_err(h5::read_tensor(out, "logits"), ref), 1e-4 * std::max(1.0, ref.abs().max().item<double>()));
   // A key other than model does not apply to a safetensors file.
-  EXPECT_NE(error_of([] { read_checkpoint(test::data_path("ravlt_micro_rrss.safetensors"), "model_ema"); })
+  EXPECT_NE(test::error_message([] { read_checkpoint(test::data_path("ravlt_micro_rrss.safetensors"), "model_ema"); })
                 .find("holds one state dict"),
             std::string::npos);
 }
@@ -145,7 +137,7 @@ TEST(Safetensors, HostileHeadersAreOneLineBeforeAnyAllocation) {
       {file_bytes(R"({"t":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}})", 8), "do not hold"},
   };
   for (const auto& c : cases) {
-    auto msg = error_of([&] { parse_safetensors(c.bytes, "hostile"); });
+    auto msg = test::error_message([&] { parse_safetensors(c.bytes, "hostile"); });
     EXPECT_NE(msg.find(c.expected), std::string::npos) << "expected '" << c.expected << "', got: " << msg;
     EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
     EXPECT_EQ(msg.rfind("safetensors 'hostile': ", 0), 0u) << msg;
@@ -156,7 +148,7 @@ TEST(Safetensors, HostileHeadersAreOneLineBeforeAnyAllocation) {
   test::TempDir tmp("rala_st");
   const auto bad = (tmp.path / "bad.safetensors").string();
   std::ofstream(bad, std::ios::binary) << file_bytes("{" + ok_entry + "}", 12);
-  auto msg = error_of([&] { read_checkpoint(bad); });
+  auto msg = test::error_message([&] { read_checkpoint(bad); });
   EXPECT_NE(msg.find(bad), std::string::npos) << msg;
 }
 
