@@ -7,6 +7,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 
@@ -93,6 +94,10 @@ void dgeqrf_(const int* m, const int* n, double* a, const int* lda, double* tau,
 void dgesdd_(const char* jobz, const int* m, const int* n, double* a, const int* lda, double* s, double* u,
              const int* ldu, double* vt, const int* ldvt, double* work, const int* lwork, int* iwork, int* info,
              size_t jobz_len);
+void dsyrk_(const char* uplo, const char* trans, const int* n, const int* k, const double* alpha, const double* a,
+            const int* lda, const double* beta, double* c, const int* ldc, size_t uplo_len, size_t trans_len);
+void dsyevd_(const char* jobz, const char* uplo, const int* n, double* a, const int* lda, double* w, double* work,
+             const int* lwork, int* iwork, const int* liwork, int* info, size_t jobz_len, size_t uplo_len);
 }
 
 /// Per-thread LAPACK workspace, sized once per stack by size_workspace() and reused across its matrices.
@@ -163,14 +168,75 @@ bool load_tall(LapackWork& w, const T* src, int64_t m, int64_t n) {
   return finite;
 }
 
+/// Per-thread workspace of the Gram path, sized once per stack by size_gram_workspace().
+struct GramWork {
+  std::vector<double> a, g, w, work;
+  std::vector<int> iwork;
+};
+
+/// Buffers for an m×n matrix (k = min(m, n)): the widened copy, the k×k Gram matrix, its eigenvalues, and dsyevd's
+/// workspace (its own query; the answer depends only on k).
+void size_gram_workspace(GramWork& w, int64_t m, int64_t n) {
+  const int k = static_cast<int>(std::min(m, n));
+  w.a.resize(static_cast<size_t>(m * n));
+  w.g.resize(static_cast<size_t>(k) * k);
+  w.w.resize(k);
+  int info = 0, query_size = -1, iquery = 0;
+  double query = 0;
+  dsyevd_("N", "U", &k, w.g.data(), &k, w.w.data(), &query, &query_size, &iquery, &query_size, &info, 1, 1);
+  const size_t lwork = static_cast<size_t>(std::max(1.0, query)), liwork = static_cast<size_t>(std::max(1, iquery));
+  if (w.work.size() < lwork) w.work.resize(lwork);
+  if (w.iwork.size() < liwork) w.iwork.resize(liwork);
+}
+
+/// Matrix `i` of a contiguous row-major stack widened to float64 in the same layout (the row-major m×n A is the
+/// column-major n×m Aᵀ with leading dimension n). False if an entry is not finite (x − x ≠ 0 exactly for ±inf and
+/// NaN; an integer AND, so the loop vectorises).
+template <typename T>
+bool load_widened(GramWork& w, const T* src, int64_t count) {
+  double* dst = w.a.data();
+  int finite = 1;
+  for (int64_t i = 0; i < count; ++i) {
+    const double v = static_cast<double>(src[i]);
+    dst[i] = v;
+    finite &= (v - v == 0.0);
+  }
+  return finite != 0;
+}
+
+/// σ of the m×n matrix widened in w.a, into w.w (descending, σ_i = √max(λ_i, 0)). Returns dsyevd's info (> 0: not
+/// converged).
+int gram_singular_values(GramWork& w, int64_t m, int64_t n) {
+  // w.a is column-major n×m (= Aᵀ), leading dimension n. m ≥ n: G = AᵀA = w.a·w.aᵀ (trans "N", order n, inner m);
+  // m < n: G = AAᵀ = w.aᵀ·w.a (trans "T", order m, inner n). Only the upper triangle is formed and read.
+  const int k = static_cast<int>(std::min(m, n)), inner = static_cast<int>(std::max(m, n)), lda = static_cast<int>(n);
+  const double one = 1.0, zero = 0.0;
+  dsyrk_("U", m >= n ? "N" : "T", &k, &inner, &one, w.a.data(), &lda, &zero, w.g.data(), &k, 1, 1);
+  int info = 0;
+  const int lwork = static_cast<int>(w.work.size()), liwork = static_cast<int>(w.iwork.size());
+  dsyevd_("N", "U", &k, w.g.data(), &k, w.w.data(), w.work.data(), &lwork, w.iwork.data(), &liwork, &info, 1, 1);
+  TORCH_CHECK(info >= 0, "singular_values_gram_batched: dsyevd rejected argument ", -info);
+  // Ascending eigenvalues → descending σ (√ is monotone; rounding can leave the smallest λ slightly negative).
+  std::reverse(w.w.begin(), w.w.end());
+  for (double& v : w.w) v = std::sqrt(std::max(v, 0.0));
+  return info;
+}
+
+/// The shared checks of the batched paths; returns (K, m, n).
+std::array<int64_t, 3> check_stack(const torch::Tensor& matrices, const char* what) {
+  TORCH_CHECK(matrices.dim() == 3, what, ": expected a (K, m, n) stack, got shape ", matrices.sizes());
+  const int64_t K = matrices.size(0), m = matrices.size(1), n = matrices.size(2);
+  TORCH_CHECK(m > 0 && n > 0, what, ": matrices are empty, shape ", matrices.sizes());
+  TORCH_CHECK(std::max(m, n) <= std::numeric_limits<int>::max() / std::min(m, n), what, ": matrices of ", m, "x", n,
+              " exceed LAPACK's 32-bit indices");
+  return {K, m, n};
+}
+
 }  // namespace
 
 std::vector<Spectrum> singular_values_batched(const torch::Tensor& matrices) {
-  TORCH_CHECK(matrices.dim() == 3, "singular_values_batched: expected a (K, m, n) stack, got shape ", matrices.sizes());
-  const int64_t K = matrices.size(0), m = matrices.size(1), n = matrices.size(2);
-  TORCH_CHECK(m > 0 && n > 0, "singular_values_batched: matrices are empty, shape ", matrices.sizes());
-  TORCH_CHECK(std::max(m, n) <= std::numeric_limits<int>::max() / std::min(m, n),
-              "singular_values_batched: matrices of ", m, "x", n, " exceed LAPACK's 32-bit indices");
+  const auto dims = check_stack(matrices, "singular_values_batched");
+  const int64_t K = dims[0], m = dims[1], n = dims[2];
   auto src = matrices.detach().to(torch::kCPU);
   if (src.scalar_type() != torch::kFloat && src.scalar_type() != torch::kDouble) src = src.to(torch::kFloat64);
   src = src.contiguous();
@@ -201,6 +267,101 @@ std::vector<Spectrum> singular_values_batched(const torch::Tensor& matrices) {
     }
   });
   return out;
+}
+
+std::vector<Spectrum> singular_values_gram_batched(const torch::Tensor& matrices) {
+  const auto dims = check_stack(matrices, "singular_values_gram_batched");
+  const int64_t K = dims[0], m = dims[1], n = dims[2];
+  auto src = matrices.detach().to(torch::kCPU);
+  if (src.scalar_type() != torch::kFloat && src.scalar_type() != torch::kDouble) src = src.to(torch::kFloat64);
+  src = src.contiguous();
+  std::vector<Spectrum> out(K);
+  // One matrix per task, each thread in its own workspace with single-threaded BLAS/LAPACK calls: every matrix gets
+  // the same calls on the same data whichever thread runs it.
+  at::parallel_for(0, K, 1, [&](int64_t begin, int64_t end) {
+    thread_local GramWork w;
+    size_gram_workspace(w, m, n);
+    for (int64_t i = begin; i < end; ++i) {
+      Spectrum& s = out[i];
+      s.rows = m;
+      s.cols = n;
+      const bool finite = src.scalar_type() == torch::kFloat
+                              ? load_widened(w, src.data_ptr<float>() + i * m * n, m * n)
+                              : load_widened(w, src.data_ptr<double>() + i * m * n, m * n);
+      if (!finite) {
+        s.status = SpectrumStatus::numerical_issue;
+        s.method = "none";
+        continue;
+      }
+      s.method = "gram+syevd";
+      if (gram_singular_values(w, m, n) > 0) s.status = SpectrumStatus::not_converged;
+      s.values.assign(w.w.begin(), w.w.end());
+    }
+  });
+  return out;
+}
+
+std::vector<Spectrum> singular_values_gram_torch(const torch::Tensor& matrices) {
+  const auto dims = check_stack(matrices, "singular_values_gram_torch");
+  const int64_t K = dims[0], m = dims[1], n = dims[2];
+  const int64_t k = std::min(m, n);
+  auto a = matrices.detach().to(torch::kFloat64);  // on its own device; float32 values are exact in float64
+  // A matrix with a non-finite entry gets its status; a zero matrix in its place keeps the others' solve well defined.
+  auto finite = torch::isfinite(a).flatten(1).all(1);
+  a = a.masked_fill(finite.logical_not().view({K, 1, 1}), 0.0);
+  auto gram = m >= n ? torch::matmul(a.transpose(1, 2), a) : torch::matmul(a, a.transpose(1, 2));  // (K, k, k)
+  std::vector<SpectrumStatus> status(K, SpectrumStatus::ok);
+  torch::Tensor lambda;
+  try {
+    lambda = torch::linalg_eigvalsh(gram);  // ascending
+  } catch (const c10::Error&) {
+    // The batched solver reports a failure for the whole stack: solve one by one to find the matrices it concerns.
+    lambda = torch::zeros({K, k}, gram.options());
+    for (int64_t i = 0; i < K; ++i) {
+      try {
+        lambda[i] = torch::linalg_eigvalsh(gram[i]);
+      } catch (const c10::Error&) {
+        status[i] = SpectrumStatus::not_converged;
+      }
+    }
+  }
+  auto sigma = lambda.flip({-1}).clamp_min(0.0).sqrt().to(torch::kCPU).contiguous();
+  auto finite_cpu = finite.to(torch::kCPU);
+  const double* sv = sigma.data_ptr<double>();
+  const bool* ok = finite_cpu.data_ptr<bool>();
+  std::vector<Spectrum> out(K);
+  for (int64_t i = 0; i < K; ++i) {
+    Spectrum& s = out[i];
+    s.rows = m;
+    s.cols = n;
+    if (!ok[i]) {
+      s.status = SpectrumStatus::numerical_issue;
+      s.method = "none";
+      continue;
+    }
+    s.method = "gram+eigvalsh";
+    s.status = status[i];
+    if (status[i] == SpectrumStatus::ok) s.values.assign(sv + i * k, sv + (i + 1) * k);
+  }
+  return out;
+}
+
+const char* spectra_method_name(SpectraMethod m) { return m == SpectraMethod::gram ? "gram" : "exact"; }
+
+SpectraMethod spectra_method_from_name(const std::string& name) {
+  if (name == "gram") return SpectraMethod::gram;
+  if (name == "exact") return SpectraMethod::exact;
+  TORCH_CHECK(false, "unknown spectra method '", name, "' (expected gram or exact)");
+}
+
+std::vector<Spectrum> batched_spectra(const torch::Tensor& matrices, SpectraMethod method) {
+  if (method == SpectraMethod::exact) return singular_values_batched(matrices);
+  return matrices.device().is_cpu() ? singular_values_gram_batched(matrices) : singular_values_gram_torch(matrices);
+}
+
+const char* batched_spectra_label(SpectraMethod method, const torch::Device& device) {
+  if (method == SpectraMethod::exact) return "qr-gesdd";
+  return device.is_cpu() ? "gram-syevd" : "gram-eigvalsh";
 }
 
 Spectrum top_singular_values(const torch::Tensor& matrix, int64_t k) {

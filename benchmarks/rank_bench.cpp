@@ -1,7 +1,8 @@
 // Cost of rank analysis relative to the plain forward pass, measured in the same run: RAVLT-T (RRSS, random weights)
 // at 224², batch 4, with the recorder attached for kv_buffer, output and output_gated (spectra, metrics and the HDF5
-// writes included) vs without it. Goal (issue 4): at most +25 %.
+// writes included) vs without it. Goal (issue 16): at most +20 % with the default spectra (gram).
 // BM_SpectraOnly times the float64 spectra of one batch's probes alone: the part no recorder design can avoid.
+// The second name part is the spectra method (gram: Gram matrix + dsyevd, the default; exact: QR + dgesdd).
 //   build/rala_bench_rank [--benchmark_repetitions=3]   (threads: RALA_THREADS, default all cores)
 #include <benchmark/benchmark.h>
 
@@ -36,7 +37,7 @@ void BM_Forward(benchmark::State& state) {
   state.counters["images_per_s"] = benchmark::Counter(4, benchmark::Counter::kIsIterationInvariantRate);
 }
 
-void BM_ForwardWithRankAnalysis(benchmark::State& state) {
+void BM_ForwardWithRankAnalysis(benchmark::State& state, rala::SpectraMethod method) {
   torch::NoGradGuard no_grad;
   auto x = torch::randn({4, 3, 224, 224});
   std::vector<rala::RecorderLayer> layers;
@@ -50,7 +51,7 @@ void BM_ForwardWithRankAnalysis(benchmark::State& state) {
     if (which == 0 || which == 1) probes.insert(rala::Probe::kv_buffer);
     if (which == 0 || which == 2) probes.insert(rala::Probe::output);
     if (which == 0 || which == 3) probes.insert(rala::Probe::output_gated);
-    rala::ProbeRecorder rec(layers, rala::RecorderOptions().probes(probes), &file);
+    rala::ProbeRecorder rec(layers, rala::RecorderOptions().probes(probes).spectra(method), &file);
     model().set_probe_sinks([&](int64_t s, int64_t b) { return rec.sink(s, b); });
     for (auto _ : state) {
       benchmark::DoNotOptimize(model().forward(x).data_ptr<float>());
@@ -62,9 +63,9 @@ void BM_ForwardWithRankAnalysis(benchmark::State& state) {
   state.counters["images_per_s"] = benchmark::Counter(4, benchmark::Counter::kIsIterationInvariantRate);
 }
 
-// The floor of the recorder: only the float64 spectra (singular_values_batched, LAPACK) of the same probes of one
-// batch — no metrics, no HDF5, no probe hand-over. Probes are captured once from a real forward.
-void BM_SpectraOnly(benchmark::State& state) {
+// The floor of the recorder: only the float64 spectra (batched_spectra, BLAS/LAPACK) of the same probes of one batch
+// — no metrics, no HDF5, no probe hand-over. Probes are captured once from a real forward.
+void BM_SpectraOnly(benchmark::State& state, rala::SpectraMethod method) {
   torch::NoGradGuard no_grad;
   auto x = torch::randn({4, 3, 224, 224});
   std::vector<std::unique_ptr<rala::ProbeCollector>> sinks;
@@ -83,14 +84,18 @@ void BM_SpectraOnly(benchmark::State& state) {
       }
   int64_t matrices = 0;
   for (auto _ : state)
-    for (const auto& m : stacks) matrices += static_cast<int64_t>(rala::singular_values_batched(m).size());
+    for (const auto& m : stacks) matrices += static_cast<int64_t>(rala::batched_spectra(m, method).size());
   state.counters["matrices_per_batch"] = static_cast<double>(matrices) / static_cast<double>(state.iterations());
 }
 
 BENCHMARK(BM_Forward)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
 // Arg: 0 = kv_buffer + output + output_gated (the issue's configuration), 1/2/3 = one probe alone.
-BENCHMARK(BM_ForwardWithRankAnalysis)->Arg(0)->Arg(1)->Arg(2)->Arg(3)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
-BENCHMARK(BM_SpectraOnly)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+BENCHMARK_CAPTURE(BM_ForwardWithRankAnalysis, gram, rala::SpectraMethod::gram)
+    ->Arg(0)->Arg(1)->Arg(2)->Arg(3)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+BENCHMARK_CAPTURE(BM_ForwardWithRankAnalysis, exact, rala::SpectraMethod::exact)
+    ->Arg(0)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+BENCHMARK_CAPTURE(BM_SpectraOnly, gram, rala::SpectraMethod::gram)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+BENCHMARK_CAPTURE(BM_SpectraOnly, exact, rala::SpectraMethod::exact)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
 
 }  // namespace
 
