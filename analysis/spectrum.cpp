@@ -4,6 +4,8 @@
 #include <Eigen/SVD>
 #include <Spectra/SymEigsSolver.h>
 
+#include "analysis/tridiagonal.h"
+
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -96,8 +98,8 @@ void dgesdd_(const char* jobz, const int* m, const int* n, double* a, const int*
              size_t jobz_len);
 void dsyrk_(const char* uplo, const char* trans, const int* n, const int* k, const double* alpha, const double* a,
             const int* lda, const double* beta, double* c, const int* ldc, size_t uplo_len, size_t trans_len);
-void dsyevd_(const char* jobz, const char* uplo, const int* n, double* a, const int* lda, double* w, double* work,
-             const int* lwork, int* iwork, const int* liwork, int* info, size_t jobz_len, size_t uplo_len);
+void dsytrd_(const char* uplo, const int* n, double* a, const int* lda, double* d, double* e, double* tau, double* work,
+             const int* lwork, int* info, size_t uplo_len);
 }
 
 /// Per-thread LAPACK workspace, sized once per stack by size_workspace() and reused across its matrices.
@@ -170,23 +172,26 @@ bool load_tall(LapackWork& w, const T* src, int64_t m, int64_t n) {
 
 /// Per-thread workspace of the Gram path, sized once per stack by size_gram_workspace().
 struct GramWork {
-  std::vector<double> a, g, w, work;
-  std::vector<int> iwork;
+  std::vector<double> a, g, tau, work;
+  std::vector<double> d, e;  // the tridiagonal forms of the thread's matrices, k entries each
+  std::vector<int> info;
 };
 
-/// Buffers for an m×n matrix (k = min(m, n)): the widened copy, the k×k Gram matrix, its eigenvalues, and dsyevd's
-/// workspace (its own query; the answer depends only on k).
-void size_gram_workspace(GramWork& w, int64_t m, int64_t n) {
+/// Buffers for `count` m×n matrices (k = min(m, n)): the widened copy, the k×k Gram matrix, dsytrd's workspace (its
+/// own query; the answer depends only on k) and the tridiagonals.
+void size_gram_workspace(GramWork& w, int64_t m, int64_t n, int64_t count) {
   const int k = static_cast<int>(std::min(m, n));
   w.a.resize(static_cast<size_t>(m * n));
   w.g.resize(static_cast<size_t>(k) * k);
-  w.w.resize(k);
-  int info = 0, query_size = -1, iquery = 0;
-  double query = 0;
-  dsyevd_("N", "U", &k, w.g.data(), &k, w.w.data(), &query, &query_size, &iquery, &query_size, &info, 1, 1);
-  const size_t lwork = static_cast<size_t>(std::max(1.0, query)), liwork = static_cast<size_t>(std::max(1, iquery));
+  w.tau.resize(std::max(1, k - 1));
+  w.d.resize(static_cast<size_t>(count * k));
+  w.e.resize(static_cast<size_t>(count * k));
+  w.info.resize(static_cast<size_t>(count));
+  int info = 0, query_size = -1;
+  double query = 0, d0 = 0, e0 = 0;
+  dsytrd_("U", &k, w.g.data(), &k, &d0, &e0, w.tau.data(), &query, &query_size, &info, 1);
+  const size_t lwork = static_cast<size_t>(std::max(1.0, query));
   if (w.work.size() < lwork) w.work.resize(lwork);
-  if (w.iwork.size() < liwork) w.iwork.resize(liwork);
 }
 
 /// Matrix `i` of a contiguous row-major stack widened to float64 in the same layout (the row-major m×n A is the
@@ -204,22 +209,18 @@ bool load_widened(GramWork& w, const T* src, int64_t count) {
   return finite != 0;
 }
 
-/// σ of the m×n matrix widened in w.a, into w.w (descending, σ_i = √max(λ_i, 0)). Returns dsyevd's info (> 0: not
-/// converged).
-int gram_singular_values(GramWork& w, int64_t m, int64_t n) {
+/// The Gram matrix of the m×n matrix widened in w.a, reduced to tridiagonal form: its diagonal into d, off-diagonal
+/// into e (k entries each; e[k−1] is scratch).
+void gram_tridiagonal(GramWork& w, int64_t m, int64_t n, double* d, double* e) {
   // w.a is column-major n×m (= Aᵀ), leading dimension n. m ≥ n: G = AᵀA = w.a·w.aᵀ (trans "N", order n, inner m);
   // m < n: G = AAᵀ = w.aᵀ·w.a (trans "T", order m, inner n). Only the upper triangle is formed and read.
   const int k = static_cast<int>(std::min(m, n)), inner = static_cast<int>(std::max(m, n)), lda = static_cast<int>(n);
   const double one = 1.0, zero = 0.0;
   dsyrk_("U", m >= n ? "N" : "T", &k, &inner, &one, w.a.data(), &lda, &zero, w.g.data(), &k, 1, 1);
   int info = 0;
-  const int lwork = static_cast<int>(w.work.size()), liwork = static_cast<int>(w.iwork.size());
-  dsyevd_("N", "U", &k, w.g.data(), &k, w.w.data(), w.work.data(), &lwork, w.iwork.data(), &liwork, &info, 1, 1);
-  TORCH_CHECK(info >= 0, "singular_values_gram_batched: dsyevd rejected argument ", -info);
-  // Ascending eigenvalues → descending σ (√ is monotone; rounding can leave the smallest λ slightly negative).
-  std::reverse(w.w.begin(), w.w.end());
-  for (double& v : w.w) v = std::sqrt(std::max(v, 0.0));
-  return info;
+  const int lwork = static_cast<int>(w.work.size());
+  dsytrd_("U", &k, w.g.data(), &k, d, e, w.tau.data(), w.work.data(), &lwork, &info, 1);
+  TORCH_CHECK(info == 0, "singular_values_gram_batched: dsytrd rejected argument ", -info);
 }
 
 /// The shared checks of the batched paths; returns (K, m, n).
@@ -271,16 +272,19 @@ std::vector<Spectrum> singular_values_batched(const torch::Tensor& matrices) {
 
 std::vector<Spectrum> singular_values_gram_batched(const torch::Tensor& matrices) {
   const auto dims = check_stack(matrices, "singular_values_gram_batched");
-  const int64_t K = dims[0], m = dims[1], n = dims[2];
+  const int64_t K = dims[0], m = dims[1], n = dims[2], k = std::min(m, n);
   auto src = matrices.detach().to(torch::kCPU);
   if (src.scalar_type() != torch::kFloat && src.scalar_type() != torch::kDouble) src = src.to(torch::kFloat64);
   src = src.contiguous();
   std::vector<Spectrum> out(K);
-  // One matrix per task, each thread in its own workspace with single-threaded BLAS/LAPACK calls: every matrix gets
-  // the same calls on the same data whichever thread runs it.
+  // Each thread takes a contiguous run of matrices: the float64 Gram matrix of each (dsyrk) reduced to tridiagonal
+  // form (dsytrd) — LAPACK's dsyevd with values only does these two steps, then dsterf — and then the eigenvalues of
+  // all its tridiagonals at once (tridiagonal.h: dsterf's iteration, several matrices interleaved). BLAS/LAPACK run
+  // single-threaded inside these threads, and every matrix gets the same arithmetic whichever thread runs it.
   at::parallel_for(0, K, 1, [&](int64_t begin, int64_t end) {
     thread_local GramWork w;
-    size_gram_workspace(w, m, n);
+    size_gram_workspace(w, m, n, end - begin);
+    std::vector<int64_t> index;  // the finite matrices of this run, in order
     for (int64_t i = begin; i < end; ++i) {
       Spectrum& s = out[i];
       s.rows = m;
@@ -293,9 +297,23 @@ std::vector<Spectrum> singular_values_gram_batched(const torch::Tensor& matrices
         s.method = "none";
         continue;
       }
+      const size_t slot = index.size();
+      gram_tridiagonal(w, m, n, w.d.data() + slot * k, w.e.data() + slot * k);
+      index.push_back(i);
+    }
+    tridiagonal_eigenvalues(static_cast<int64_t>(index.size()), static_cast<int>(k), w.d.data(), w.e.data(),
+                            w.info.data());
+    for (size_t j = 0; j < index.size(); ++j) {
+      Spectrum& s = out[index[j]];
       s.method = "gram+syevd";
-      if (gram_singular_values(w, m, n) > 0) s.status = SpectrumStatus::not_converged;
-      s.values.assign(w.w.begin(), w.w.end());
+      if (w.info[j] != 0) {
+        s.status = SpectrumStatus::not_converged;
+        continue;
+      }
+      // Ascending eigenvalues → descending σ (√ is monotone; rounding can leave the smallest λ slightly negative).
+      const double* lambda = w.d.data() + j * k;
+      s.values.resize(k);
+      for (int64_t t = 0; t < k; ++t) s.values[t] = std::sqrt(std::max(lambda[k - 1 - t], 0.0));
     }
   });
   return out;

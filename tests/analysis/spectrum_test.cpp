@@ -6,12 +6,14 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <random>
 #include <string>
 
 #include <ATen/Parallel.h>
 
 #include "analysis/rank_metrics.h"
 #include "analysis/spectrum.h"
+#include "analysis/tridiagonal.h"
 
 namespace rala {
 namespace {
@@ -202,6 +204,92 @@ TEST(Spectrum, ParallelLoopsReallyUseSeveralThreads) {
   });
   at::set_num_threads(before);
   EXPECT_NE(seen[0], seen[1]);
+}
+
+// ---- Eigenvalues of tridiagonal matrices (dsterf's iteration, several matrices interleaved) ---------------------
+
+extern "C" void dsterf_(const int* n, double* d, double* e, int* info);
+
+TEST(Tridiagonal, ClosedFormOfTheSecondDifferenceMatrix) {
+  // tridiag(−1, 2, −1) of order n: λ_j = 2 − 2·cos(jπ/(n+1)), j = 1…n.
+  for (int n : {1, 2, 3, 16, 64, 200}) {
+    const int K = 3;  // three copies in one call
+    std::vector<double> d(K * n, 2.0), e(K * n, -1.0);
+    std::vector<int> info(K, -1);
+    tridiagonal_eigenvalues(K, n, d.data(), e.data(), info.data());
+    for (int k = 0; k < K; ++k) {
+      ASSERT_EQ(info[k], 0) << n;
+      for (int j = 1; j <= n; ++j)
+        EXPECT_NEAR(d[k * n + j - 1], 2.0 - 2.0 * std::cos(j * M_PI / (n + 1)), 16 * std::ldexp(1.0, -52)) << n << " " << j;
+    }
+  }
+}
+
+/// K tridiagonals of order n of several kinds: Gaussian, graded over 20 decades, split by zero off-diagonals, and
+/// scaled near overflow (1e250) and underflow (1e-250), where the iteration works on a scaled copy.
+std::pair<std::vector<double>, std::vector<double>> tridiagonal_zoo(int K, int n, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<double> normal;
+  std::vector<double> d(K * n), e(K * n, 0.0);
+  for (int k = 0; k < K; ++k) {
+    const int kind = k % 5;
+    const double scale = kind == 3 ? 1e250 : kind == 4 ? 1e-250 : 1.0;
+    for (int i = 0; i < n; ++i) {
+      const double grade = kind == 1 ? std::pow(10.0, -20.0 * i / n) : 1.0;
+      d[k * n + i] = normal(gen) * grade * scale;
+      if (i + 1 < n) e[k * n + i] = (kind == 2 && i % 7 == 3) ? 0.0 : normal(gen) * grade * scale;
+    }
+  }
+  return {d, e};
+}
+
+TEST(Tridiagonal, AgreesWithLapacksDsterfAndDoesNotDependOnItsNeighbours) {
+  for (int n : {1, 2, 5, 49, 64, 130}) {
+    const int K = 15;
+    auto [d, e] = tridiagonal_zoo(K, n, 17 + n);
+    auto d_batch = d, e_batch = e;
+    std::vector<int> info(K, -1);
+    tridiagonal_eigenvalues(K, n, d_batch.data(), e_batch.data(), info.data());
+    for (int k = 0; k < K; ++k) {
+      ASSERT_EQ(info[k], 0) << n << " " << k;
+      // LAPACK's own dsterf: the same algorithm, one matrix at a time (an independent implementation).
+      std::vector<double> dl(d.begin() + k * n, d.begin() + (k + 1) * n), el(e.begin() + k * n, e.begin() + (k + 1) * n);
+      int lapack_info = -1;
+      dsterf_(&n, dl.data(), el.data(), &lapack_info);
+      ASSERT_EQ(lapack_info, 0);
+      double scale = 0;
+      for (double v : dl) scale = std::max(scale, std::abs(v));
+      for (int i = 0; i < n; ++i)
+        EXPECT_NEAR(d_batch[k * n + i], dl[i], 8 * std::ldexp(1.0, -52) * scale) << n << " " << k << " " << i;
+      // Alone: bit for bit what it got among the others (the interleaving shares no arithmetic).
+      std::vector<double> da(d.begin() + k * n, d.begin() + (k + 1) * n), ea(e.begin() + k * n, e.begin() + (k + 1) * n);
+      int alone_info = -1;
+      tridiagonal_eigenvalues(1, n, da.data(), ea.data(), &alone_info);
+      for (int i = 0; i < n; ++i) EXPECT_EQ(da[i], d_batch[k * n + i]) << n << " " << k << " " << i;
+    }
+  }
+}
+
+TEST(Tridiagonal, DenseOracleOnScaledAndSplitMatrices) {
+  const int n = 40, K = 5;
+  auto [d, e] = tridiagonal_zoo(K, n, 3);
+  auto dt = d, et = e;
+  std::vector<int> info(K, -1);
+  tridiagonal_eigenvalues(K, n, dt.data(), et.data(), info.data());
+  for (int k = 0; k < K; ++k) {
+    ASSERT_EQ(info[k], 0);
+    // Eigen's dense symmetric solver on the same matrix divided by its largest entry (so it stays in range).
+    double scale = 0;
+    for (int i = 0; i < n; ++i) scale = std::max({scale, std::abs(d[k * n + i]), std::abs(e[k * n + i])});
+    Eigen::MatrixXd t = Eigen::MatrixXd::Zero(n, n);
+    for (int i = 0; i < n; ++i) {
+      t(i, i) = d[k * n + i] / scale;
+      if (i + 1 < n) t(i, i + 1) = t(i + 1, i) = e[k * n + i] / scale;
+    }
+    Eigen::VectorXd oracle = Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(t, Eigen::EigenvaluesOnly).eigenvalues();
+    const double top = oracle.cwiseAbs().maxCoeff();
+    for (int i = 0; i < n; ++i) EXPECT_NEAR(dt[k * n + i] / scale, oracle[i], 64 * std::ldexp(1.0, -52) * top) << k << " " << i;
+  }
 }
 
 // ---- The Gram path (the recorder's default) against the exact path -------------------------------------------------
