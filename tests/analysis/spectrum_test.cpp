@@ -208,7 +208,13 @@ TEST(Spectrum, ParallelLoopsReallyUseSeveralThreads) {
 
 // ---- Eigenvalues of tridiagonal matrices (dsterf's iteration, several matrices interleaved) ---------------------
 
-extern "C" void dsterf_(const int* n, double* d, double* e, int* info);
+extern "C" {
+void dsterf_(const int* n, double* d, double* e, int* info);
+void dsyrk_(const char* uplo, const char* trans, const int* n, const int* k, const double* alpha, const double* a,
+            const int* lda, const double* beta, double* c, const int* ldc, size_t uplo_len, size_t trans_len);
+void dsyevd_(const char* jobz, const char* uplo, const int* n, double* a, const int* lda, double* w, double* work,
+             const int* lwork, int* iwork, const int* liwork, int* info, size_t jobz_len, size_t uplo_len);
+}
 
 TEST(Tridiagonal, ClosedFormOfTheSecondDifferenceMatrix) {
   // tridiag(−1, 2, −1) of order n: λ_j = 2 − 2·cos(jπ/(n+1)), j = 1…n.
@@ -428,6 +434,37 @@ TEST(GramSpectra, AtTheThresholdOnlyAValueWithinTheGramErrorCanBeCountedDifferen
     ++split;
   }
   EXPECT_GT(split, 10);  // the paths are not bit-identical, so the split case is really exercised
+}
+
+TEST(GramSpectra, BitForBitLapacksDsyevdOnTheSameGramMatrix) {
+  // The Gram path runs dsyevd's values-only algorithm (dsytrd, then dsterf's iteration in tridiagonal.h): on the
+  // float64 Gram matrix formed by dsyrk, LAPACK's own dsyevd("N") gives the same σ² bit for bit.
+  torch::manual_seed(12);
+  for (auto shape : {std::vector<int64_t>{3, 3136, 64}, std::vector<int64_t>{5, 196, 64}, std::vector<int64_t>{4, 64, 64},
+                     std::vector<int64_t>{3, 49, 512}, std::vector<int64_t>{4, 197, 384}}) {
+    auto stack = torch::randn(shape, torch::kFloat32) * torch::rand({1, 1, shape[2]});
+    const auto gram = singular_values_gram_batched(stack);
+    const int m = static_cast<int>(shape[1]), n = static_cast<int>(shape[2]), k = std::min(m, n);
+    for (int64_t j = 0; j < shape[0]; ++j) {
+      auto a = stack[j].to(torch::kFloat64).contiguous();  // row-major m×n = column-major n×m Aᵀ
+      std::vector<double> g(static_cast<size_t>(k) * k), w(k);
+      const double one = 1, zero = 0;
+      const int inner = std::max(m, n);
+      dsyrk_("U", m >= n ? "N" : "T", &k, &inner, &one, a.data_ptr<double>(), &n, &zero, g.data(), &k, 1, 1);
+      int info = 0, query_size = -1, iquery = 0;
+      double query = 0;
+      dsyevd_("N", "U", &k, g.data(), &k, w.data(), &query, &query_size, &iquery, &query_size, &info, 1, 1);
+      std::vector<double> work(static_cast<size_t>(query));
+      std::vector<int> iwork(std::max(1, iquery));
+      const int lwork = static_cast<int>(work.size()), liwork = static_cast<int>(iwork.size());
+      dsyevd_("N", "U", &k, g.data(), &k, w.data(), work.data(), &lwork, iwork.data(), &liwork, &info, 1, 1);
+      ASSERT_EQ(info, 0);
+      ASSERT_EQ(gram[j].status, SpectrumStatus::ok);
+      ASSERT_EQ(gram[j].values.size(), static_cast<size_t>(k));
+      for (int i = 0; i < k; ++i)
+        EXPECT_EQ(gram[j].values[i], std::sqrt(std::max(w[k - 1 - i], 0.0))) << m << "x" << n << " #" << j << " " << i;
+    }
+  }
 }
 
 TEST(GramSpectra, IdenticalOnOneOrSeveralThreads) {
