@@ -4,6 +4,7 @@
 #include <Eigen/SVD>
 #include <Spectra/SymEigsSolver.h>
 
+#include "analysis/lapack.h"
 #include "analysis/tridiagonal.h"
 
 #include <ATen/Parallel.h>
@@ -88,19 +89,6 @@ Spectrum singular_values(const torch::Tensor& matrix) {
 }
 
 namespace {
-
-// LAPACK (Fortran ABI; the trailing size_t is gfortran's hidden length of a CHARACTER argument).
-extern "C" {
-void dgeqrf_(const int* m, const int* n, double* a, const int* lda, double* tau, double* work, const int* lwork,
-             int* info);
-void dgesdd_(const char* jobz, const int* m, const int* n, double* a, const int* lda, double* s, double* u,
-             const int* ldu, double* vt, const int* ldvt, double* work, const int* lwork, int* iwork, int* info,
-             size_t jobz_len);
-void dsyrk_(const char* uplo, const char* trans, const int* n, const int* k, const double* alpha, const double* a,
-            const int* lda, const double* beta, double* c, const int* ldc, size_t uplo_len, size_t trans_len);
-void dsytrd_(const char* uplo, const int* n, double* a, const int* lda, double* d, double* e, double* tau, double* work,
-             const int* lwork, int* info, size_t uplo_len);
-}
 
 /// Per-thread LAPACK workspace, sized once per stack by size_workspace() and reused across its matrices.
 struct LapackWork {

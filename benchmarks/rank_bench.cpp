@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <stdexcept>
 
+#include "analysis/lapack.h"
 #include "analysis/probe_recorder.h"
 #include "analysis/spectrum.h"
 #include "analysis/tridiagonal.h"
@@ -19,11 +20,6 @@
 #include "benchmarks/bench_main.h"
 #include "models/presets.h"
 
-extern "C" {
-void dsterf_(const int* n, double* d, double* e, int* info);
-void dsytrd_(const char* uplo, const int* n, double* a, const int* lda, double* d, double* e, double* tau, double* work,
-             const int* lwork, int* info, size_t uplo_len);
-}
 
 namespace {
 

@@ -12,6 +12,7 @@
 #include <ATen/Parallel.h>
 
 #include "analysis/rank_metrics.h"
+#include "analysis/lapack.h"
 #include "analysis/spectrum.h"
 #include "analysis/tridiagonal.h"
 
@@ -208,13 +209,6 @@ TEST(Spectrum, ParallelLoopsReallyUseSeveralThreads) {
 
 // ---- Eigenvalues of tridiagonal matrices (dsterf's iteration, several matrices interleaved) ---------------------
 
-extern "C" {
-void dsterf_(const int* n, double* d, double* e, int* info);
-void dsyrk_(const char* uplo, const char* trans, const int* n, const int* k, const double* alpha, const double* a,
-            const int* lda, const double* beta, double* c, const int* ldc, size_t uplo_len, size_t trans_len);
-void dsyevd_(const char* jobz, const char* uplo, const int* n, double* a, const int* lda, double* w, double* work,
-             const int* lwork, int* iwork, const int* liwork, int* info, size_t jobz_len, size_t uplo_len);
-}
 
 TEST(Tridiagonal, ClosedFormOfTheSecondDifferenceMatrix) {
   // tridiag(−1, 2, −1) of order n: λ_j = 2 − 2·cos(jπ/(n+1)), j = 1…n.
