@@ -148,7 +148,8 @@ std::vector<Spectrum> ProbeRecorder::record(size_t layer, const std::string& pro
     store_->set_attr(g, "cols", n);
     store_->set_attr(g, "complete_spectrum", static_cast<int64_t>(!partial));
     store_->set_attr(g, "spectra_method",
-                     std::string(partial ? "lanczos-topk" : batched_spectra_label(options_.spectra(), matrices.device())));
+                     std::string(partial ? "lanczos-topk"
+                                         : batched_spectra_label(options_.spectra(), matrices.device())));
     store_->set_attr(g, "dtype", std::string(c10::toString(matrices.scalar_type())));
     store_->set_attr(g + "/rank", "rule", tolerance_rule());
     store_->set_attr(g + "/status", "meaning", "0 ok, 1 not converged, 2 numerical issue (non-finite input)");

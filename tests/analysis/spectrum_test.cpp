@@ -39,7 +39,8 @@ std::pair<torch::Tensor, std::vector<double>> constructed(int64_t rows, int64_t 
   std::vector<double> sigma(k);
   for (int64_t i = 0; i < k; ++i) sigma[i] = std::pow(smallest, k > 1 ? static_cast<double>(i) / (k - 1) : 0.0);
   Eigen::VectorXd s = Eigen::Map<Eigen::VectorXd>(sigma.data(), k);
-  Eigen::MatrixXd a = random_orthogonal(rows, k, seed) * s.asDiagonal() * random_orthogonal(cols, k, seed + 1).transpose();
+  Eigen::MatrixXd a =
+      random_orthogonal(rows, k, seed) * s.asDiagonal() * random_orthogonal(cols, k, seed + 1).transpose();
   return {to_tensor(a), sigma};
 }
 
@@ -220,7 +221,8 @@ TEST(Tridiagonal, ClosedFormOfTheSecondDifferenceMatrix) {
     for (int k = 0; k < K; ++k) {
       ASSERT_EQ(info[k], 0) << n;
       for (int j = 1; j <= n; ++j)
-        EXPECT_NEAR(d[k * n + j - 1], 2.0 - 2.0 * std::cos(j * M_PI / (n + 1)), 16 * std::ldexp(1.0, -52)) << n << " " << j;
+        EXPECT_NEAR(d[k * n + j - 1], 2.0 - 2.0 * std::cos(j * M_PI / (n + 1)), 16 * std::ldexp(1.0, -52))
+            << n << " " << j;
     }
   }
 }
@@ -257,7 +259,8 @@ TEST(Tridiagonal, BitForBitLapacksDsterfAndIndependentOfItsNeighbours) {
     tridiagonal_eigenvalues(K, n, d_batch.data(), e_batch.data(), info.data());
     for (int k = 0; k < K; ++k) {
       ASSERT_EQ(info[k], 0) << n << " " << k;
-      std::vector<double> dl(d.begin() + k * n, d.begin() + (k + 1) * n), el(e.begin() + k * n, e.begin() + (k + 1) * n);
+      std::vector<double> dl(d.begin() + k * n, d.begin() + (k + 1) * n);
+      std::vector<double> el(e.begin() + k * n, e.begin() + (k + 1) * n);
       double norm = 0;
       for (int i = 0; i < n; ++i) norm = std::max({norm, std::abs(dl[i]), i + 1 < n ? std::abs(el[i]) : 0.0});
       int exponent = 0;
@@ -274,7 +277,8 @@ TEST(Tridiagonal, BitForBitLapacksDsterfAndIndependentOfItsNeighbours) {
         for (double& v : dl) v = std::ldexp(v, exponent);
       for (int i = 0; i < n; ++i) EXPECT_EQ(d_batch[k * n + i], dl[i]) << n << " " << k << " " << i;
       // Alone: bit for bit what it got among the others (the interleaving shares no arithmetic).
-      std::vector<double> da(d.begin() + k * n, d.begin() + (k + 1) * n), ea(e.begin() + k * n, e.begin() + (k + 1) * n);
+      std::vector<double> da(d.begin() + k * n, d.begin() + (k + 1) * n);
+      std::vector<double> ea(e.begin() + k * n, e.begin() + (k + 1) * n);
       int alone_info = -1;
       tridiagonal_eigenvalues(1, n, da.data(), ea.data(), &alone_info);
       ASSERT_EQ(alone_info, 0);
@@ -301,7 +305,8 @@ TEST(Tridiagonal, DenseOracleOnScaledAndSplitMatrices) {
     }
     Eigen::VectorXd oracle = Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(t, Eigen::EigenvaluesOnly).eigenvalues();
     const double top = oracle.cwiseAbs().maxCoeff();
-    for (int i = 0; i < n; ++i) EXPECT_NEAR(dt[k * n + i] / scale, oracle[i], 64 * std::ldexp(1.0, -52) * top) << k << " " << i;
+    for (int i = 0; i < n; ++i)
+      EXPECT_NEAR(dt[k * n + i] / scale, oracle[i], 64 * std::ldexp(1.0, -52) * top) << k << " " << i;
   }
 }
 
@@ -335,7 +340,8 @@ torch::Tensor banded_float32(int64_t rows, int64_t cols, unsigned seed) {
     s[i] = std::pow(1e-10, k > 1 ? static_cast<double>(i) / (k - 1) : 0.0);
     if (std::abs(s[i] / tau - 1.0) < 0.02) s[i] = 1.05 * tau;
   }
-  Eigen::MatrixXd a = random_orthogonal(rows, k, seed) * s.asDiagonal() * random_orthogonal(cols, k, seed + 1).transpose();
+  Eigen::MatrixXd a =
+      random_orthogonal(rows, k, seed) * s.asDiagonal() * random_orthogonal(cols, k, seed + 1).transpose();
   Eigen::Matrix<double, -1, -1, Eigen::RowMajor> r = a;
   return torch::from_blob(r.data(), {rows, cols}, torch::kFloat64).to(torch::kFloat32);
 }
@@ -424,7 +430,8 @@ TEST(GramSpectra, AtTheThresholdOnlyAValueWithinTheGramErrorCanBeCountedDifferen
     // (σ_1 of the two paths differ by ~1e-16 relative; a split needs the values to differ by more.)
     if (std::abs(gram[j] / exact[j] - 1.0) < 1e-12) continue;
     const auto [e, g] = ranks(0.5 * (exact[j] + gram[j]) / exact[0]);
-    EXPECT_EQ(std::abs(e - g), 1) << "threshold between σ_" << j << " (exact " << exact[j] << ", gram " << gram[j] << ")";
+    EXPECT_EQ(std::abs(e - g), 1) << "threshold between σ_" << j << " (exact " << exact[j] << ", gram " << gram[j]
+                                  << ")";
     ++split;
   }
   EXPECT_GT(split, 10);  // the paths are not bit-identical, so the split case is really exercised
@@ -434,8 +441,9 @@ TEST(GramSpectra, BitForBitLapacksDsyevdOnTheSameGramMatrix) {
   // The Gram path runs dsyevd's values-only algorithm (dsytrd, then dsterf's iteration in tridiagonal.h): on the
   // float64 Gram matrix formed by dsyrk, LAPACK's own dsyevd("N") gives the same σ² bit for bit.
   torch::manual_seed(12);
-  for (auto shape : {std::vector<int64_t>{3, 3136, 64}, std::vector<int64_t>{5, 196, 64}, std::vector<int64_t>{4, 64, 64},
-                     std::vector<int64_t>{3, 49, 512}, std::vector<int64_t>{4, 197, 384}}) {
+  for (auto shape : {std::vector<int64_t>{3, 3136, 64}, std::vector<int64_t>{5, 196, 64},
+                     std::vector<int64_t>{4, 64, 64}, std::vector<int64_t>{3, 49, 512},
+                     std::vector<int64_t>{4, 197, 384}}) {
     auto stack = torch::randn(shape, torch::kFloat32) * torch::rand({1, 1, shape[2]});
     const auto gram = singular_values_gram_batched(stack);
     const int m = static_cast<int>(shape[1]), n = static_cast<int>(shape[2]), k = std::min(m, n);
