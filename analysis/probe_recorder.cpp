@@ -109,7 +109,7 @@ std::vector<Spectrum> ProbeRecorder::record(size_t layer, const std::string& pro
       for (int64_t i = begin; i < end; ++i) spectra[i] = top_singular_values(data[i / heads][i % heads], k);
     });
   } else {
-    spectra = singular_values_batched(matrices.reshape({B * heads, m, n}));
+    spectra = batched_spectra(matrices.reshape({B * heads, m, n}), options_.spectra());
   }
   auto sv = torch::zeros({B, heads, k}, torch::kFloat64);
   auto rank = torch::zeros({B, heads}, torch::kInt32), e90 = torch::zeros({B, heads}, torch::kInt32),
@@ -147,6 +147,9 @@ std::vector<Spectrum> ProbeRecorder::record(size_t layer, const std::string& pro
     store_->set_attr(g, "rows", m);
     store_->set_attr(g, "cols", n);
     store_->set_attr(g, "complete_spectrum", static_cast<int64_t>(!partial));
+    store_->set_attr(g, "spectra_method",
+                     std::string(partial ? "lanczos-topk"
+                                         : batched_spectra_label(options_.spectra(), matrices.device())));
     store_->set_attr(g, "dtype", std::string(c10::toString(matrices.scalar_type())));
     store_->set_attr(g + "/rank", "rule", tolerance_rule());
     store_->set_attr(g + "/status", "meaning", "0 ok, 1 not converged, 2 numerical issue (non-finite input)");

@@ -42,6 +42,9 @@ struct RecorderOptions {
   TORCH_ARG(std::set<Probe>, all_heads) = std::set<Probe>{};
   /// Rank rule: unset = numpy (σ_max·max(m, n)·eps of the probe's dtype); set = σ_i > σ_max·rel.
   TORCH_ARG(std::optional<double>, relative_tolerance) = std::nullopt;
+  /// How full spectra are computed: gram (float64 Gram matrix + dsyevd, the default; σ to ~1e-8·σ_1 absolute) or
+  /// exact (QR + dgesdd; ~1e-16·σ_1). Recorded per probe group as the attribute `spectra_method`.
+  TORCH_ARG(SpectraMethod, spectra) = SpectraMethod::gram;
   /// Attention maps with N above this get only their top-k singular values (Lanczos).
   TORCH_ARG(int64_t, attention_full_svd_limit) = 1024;
   TORCH_ARG(int64_t, attention_top_k) = 64;

@@ -4,9 +4,13 @@
 #include <Eigen/SVD>
 #include <Spectra/SymEigsSolver.h>
 
+#include "analysis/lapack.h"
+#include "analysis/tridiagonal.h"
+
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 
@@ -86,15 +90,6 @@ Spectrum singular_values(const torch::Tensor& matrix) {
 
 namespace {
 
-// LAPACK (Fortran ABI; the trailing size_t is gfortran's hidden length of a CHARACTER argument).
-extern "C" {
-void dgeqrf_(const int* m, const int* n, double* a, const int* lda, double* tau, double* work, const int* lwork,
-             int* info);
-void dgesdd_(const char* jobz, const int* m, const int* n, double* a, const int* lda, double* s, double* u,
-             const int* ldu, double* vt, const int* ldvt, double* work, const int* lwork, int* iwork, int* info,
-             size_t jobz_len);
-}
-
 /// Per-thread LAPACK workspace, sized once per stack by size_workspace() and reused across its matrices.
 struct LapackWork {
   std::vector<double> a, r, tau, s, work;
@@ -163,14 +158,74 @@ bool load_tall(LapackWork& w, const T* src, int64_t m, int64_t n) {
   return finite;
 }
 
+/// Per-thread workspace of the Gram path, sized once per stack by size_gram_workspace().
+struct GramWork {
+  std::vector<double> a, g, tau, work;
+  std::vector<double> d, e;  // the tridiagonal forms of the thread's matrices, k entries each
+  std::vector<int> info;
+};
+
+/// Buffers for `count` m×n matrices (k = min(m, n)): the widened copy, the k×k Gram matrix, dsytrd's workspace (its
+/// own query; the answer depends only on k) and the tridiagonals.
+void size_gram_workspace(GramWork& w, int64_t m, int64_t n, int64_t count) {
+  const int k = static_cast<int>(std::min(m, n));
+  w.a.resize(static_cast<size_t>(m * n));
+  w.g.resize(static_cast<size_t>(k) * k);
+  w.tau.resize(std::max(1, k - 1));
+  w.d.resize(static_cast<size_t>(count * k));
+  w.e.resize(static_cast<size_t>(count * k));
+  w.info.resize(static_cast<size_t>(count));
+  int info = 0, query_size = -1;
+  double query = 0, d0 = 0, e0 = 0;
+  dsytrd_("U", &k, w.g.data(), &k, &d0, &e0, w.tau.data(), &query, &query_size, &info, 1);
+  const size_t lwork = static_cast<size_t>(std::max(1.0, query));
+  if (w.work.size() < lwork) w.work.resize(lwork);
+}
+
+/// Matrix `i` of a contiguous row-major stack widened to float64 in the same layout (the row-major m×n A is the
+/// column-major n×m Aᵀ with leading dimension n). False if an entry is not finite (x − x ≠ 0 exactly for ±inf and
+/// NaN; an integer AND, so the loop vectorises).
+template <typename T>
+bool load_widened(GramWork& w, const T* src, int64_t count) {
+  double* dst = w.a.data();
+  int finite = 1;
+  for (int64_t i = 0; i < count; ++i) {
+    const double v = static_cast<double>(src[i]);
+    dst[i] = v;
+    finite &= (v - v == 0.0);
+  }
+  return finite != 0;
+}
+
+/// The Gram matrix of the m×n matrix widened in w.a, reduced to tridiagonal form: its diagonal into d, off-diagonal
+/// into e (k entries each; e[k−1] is scratch).
+void gram_tridiagonal(GramWork& w, int64_t m, int64_t n, double* d, double* e) {
+  // w.a is column-major n×m (= Aᵀ), leading dimension n. m ≥ n: G = AᵀA = w.a·w.aᵀ (trans "N", order n, inner m);
+  // m < n: G = AAᵀ = w.aᵀ·w.a (trans "T", order m, inner n). Only the upper triangle is formed and read.
+  const int k = static_cast<int>(std::min(m, n)), inner = static_cast<int>(std::max(m, n)), lda = static_cast<int>(n);
+  const double one = 1.0, zero = 0.0;
+  dsyrk_("U", m >= n ? "N" : "T", &k, &inner, &one, w.a.data(), &lda, &zero, w.g.data(), &k, 1, 1);
+  int info = 0;
+  const int lwork = static_cast<int>(w.work.size());
+  dsytrd_("U", &k, w.g.data(), &k, d, e, w.tau.data(), w.work.data(), &lwork, &info, 1);
+  TORCH_CHECK(info == 0, "singular_values_gram_batched: dsytrd rejected argument ", -info);
+}
+
+/// The shared checks of the batched paths; returns (K, m, n).
+std::array<int64_t, 3> check_stack(const torch::Tensor& matrices, const char* what) {
+  TORCH_CHECK(matrices.dim() == 3, what, ": expected a (K, m, n) stack, got shape ", matrices.sizes());
+  const int64_t K = matrices.size(0), m = matrices.size(1), n = matrices.size(2);
+  TORCH_CHECK(m > 0 && n > 0, what, ": matrices are empty, shape ", matrices.sizes());
+  TORCH_CHECK(std::max(m, n) <= std::numeric_limits<int>::max() / std::min(m, n), what, ": matrices of ", m, "x", n,
+              " exceed LAPACK's 32-bit indices");
+  return {K, m, n};
+}
+
 }  // namespace
 
 std::vector<Spectrum> singular_values_batched(const torch::Tensor& matrices) {
-  TORCH_CHECK(matrices.dim() == 3, "singular_values_batched: expected a (K, m, n) stack, got shape ", matrices.sizes());
-  const int64_t K = matrices.size(0), m = matrices.size(1), n = matrices.size(2);
-  TORCH_CHECK(m > 0 && n > 0, "singular_values_batched: matrices are empty, shape ", matrices.sizes());
-  TORCH_CHECK(std::max(m, n) <= std::numeric_limits<int>::max() / std::min(m, n),
-              "singular_values_batched: matrices of ", m, "x", n, " exceed LAPACK's 32-bit indices");
+  const auto dims = check_stack(matrices, "singular_values_batched");
+  const int64_t K = dims[0], m = dims[1], n = dims[2];
   auto src = matrices.detach().to(torch::kCPU);
   if (src.scalar_type() != torch::kFloat && src.scalar_type() != torch::kDouble) src = src.to(torch::kFloat64);
   src = src.contiguous();
@@ -201,6 +256,118 @@ std::vector<Spectrum> singular_values_batched(const torch::Tensor& matrices) {
     }
   });
   return out;
+}
+
+std::vector<Spectrum> singular_values_gram_batched(const torch::Tensor& matrices) {
+  const auto dims = check_stack(matrices, "singular_values_gram_batched");
+  const int64_t K = dims[0], m = dims[1], n = dims[2], k = std::min(m, n);
+  auto src = matrices.detach().to(torch::kCPU);
+  if (src.scalar_type() != torch::kFloat && src.scalar_type() != torch::kDouble) src = src.to(torch::kFloat64);
+  src = src.contiguous();
+  std::vector<Spectrum> out(K);
+  // Each thread takes a contiguous run of matrices: the float64 Gram matrix of each (dsyrk) reduced to tridiagonal
+  // form (dsytrd) — LAPACK's dsyevd with values only does these two steps, then dsterf — and then the eigenvalues of
+  // all its tridiagonals at once (tridiagonal.h: dsterf's iteration, several matrices interleaved). BLAS/LAPACK run
+  // single-threaded inside these threads, and every matrix gets the same arithmetic whichever thread runs it.
+  at::parallel_for(0, K, 1, [&](int64_t begin, int64_t end) {
+    thread_local GramWork w;
+    size_gram_workspace(w, m, n, end - begin);
+    std::vector<int64_t> index;  // the finite matrices of this run, in order
+    for (int64_t i = begin; i < end; ++i) {
+      Spectrum& s = out[i];
+      s.rows = m;
+      s.cols = n;
+      const bool finite = src.scalar_type() == torch::kFloat
+                              ? load_widened(w, src.data_ptr<float>() + i * m * n, m * n)
+                              : load_widened(w, src.data_ptr<double>() + i * m * n, m * n);
+      if (!finite) {
+        s.status = SpectrumStatus::numerical_issue;
+        s.method = "none";
+        continue;
+      }
+      const size_t slot = index.size();
+      gram_tridiagonal(w, m, n, w.d.data() + slot * k, w.e.data() + slot * k);
+      index.push_back(i);
+    }
+    tridiagonal_eigenvalues(static_cast<int64_t>(index.size()), static_cast<int>(k), w.d.data(), w.e.data(),
+                            w.info.data());
+    for (size_t j = 0; j < index.size(); ++j) {
+      Spectrum& s = out[index[j]];
+      s.method = "gram+syevd";
+      if (w.info[j] != 0) {
+        s.status = SpectrumStatus::not_converged;
+        continue;
+      }
+      // Ascending eigenvalues → descending σ (√ is monotone; rounding can leave the smallest λ slightly negative).
+      const double* lambda = w.d.data() + j * k;
+      s.values.resize(k);
+      for (int64_t t = 0; t < k; ++t) s.values[t] = std::sqrt(std::max(lambda[k - 1 - t], 0.0));
+    }
+  });
+  return out;
+}
+
+std::vector<Spectrum> singular_values_gram_torch(const torch::Tensor& matrices) {
+  const auto dims = check_stack(matrices, "singular_values_gram_torch");
+  const int64_t K = dims[0], m = dims[1], n = dims[2];
+  const int64_t k = std::min(m, n);
+  auto a = matrices.detach().to(torch::kFloat64);  // on its own device; float32 values are exact in float64
+  // A matrix with a non-finite entry gets its status; a zero matrix in its place keeps the others' solve well defined.
+  auto finite = torch::isfinite(a).flatten(1).all(1);
+  a = a.masked_fill(finite.logical_not().view({K, 1, 1}), 0.0);
+  auto gram = m >= n ? torch::matmul(a.transpose(1, 2), a) : torch::matmul(a, a.transpose(1, 2));  // (K, k, k)
+  std::vector<SpectrumStatus> status(K, SpectrumStatus::ok);
+  torch::Tensor lambda;
+  try {
+    lambda = torch::linalg_eigvalsh(gram);  // ascending
+  } catch (const c10::Error&) {
+    // The batched solver reports a failure for the whole stack: solve one by one to find the matrices it concerns.
+    lambda = torch::zeros({K, k}, gram.options());
+    for (int64_t i = 0; i < K; ++i) {
+      try {
+        lambda[i] = torch::linalg_eigvalsh(gram[i]);
+      } catch (const c10::Error&) {
+        status[i] = SpectrumStatus::not_converged;
+      }
+    }
+  }
+  auto sigma = lambda.flip({-1}).clamp_min(0.0).sqrt().to(torch::kCPU).contiguous();
+  auto finite_cpu = finite.to(torch::kCPU);
+  const double* sv = sigma.data_ptr<double>();
+  const bool* ok = finite_cpu.data_ptr<bool>();
+  std::vector<Spectrum> out(K);
+  for (int64_t i = 0; i < K; ++i) {
+    Spectrum& s = out[i];
+    s.rows = m;
+    s.cols = n;
+    if (!ok[i]) {
+      s.status = SpectrumStatus::numerical_issue;
+      s.method = "none";
+      continue;
+    }
+    s.method = "gram+eigvalsh";
+    s.status = status[i];
+    if (status[i] == SpectrumStatus::ok) s.values.assign(sv + i * k, sv + (i + 1) * k);
+  }
+  return out;
+}
+
+const char* spectra_method_name(SpectraMethod m) { return m == SpectraMethod::gram ? "gram" : "exact"; }
+
+SpectraMethod spectra_method_from_name(const std::string& name) {
+  if (name == "gram") return SpectraMethod::gram;
+  if (name == "exact") return SpectraMethod::exact;
+  TORCH_CHECK(false, "unknown spectra method '", name, "' (expected gram or exact)");
+}
+
+std::vector<Spectrum> batched_spectra(const torch::Tensor& matrices, SpectraMethod method) {
+  if (method == SpectraMethod::exact) return singular_values_batched(matrices);
+  return matrices.device().is_cpu() ? singular_values_gram_batched(matrices) : singular_values_gram_torch(matrices);
+}
+
+const char* batched_spectra_label(SpectraMethod method, const torch::Device& device) {
+  if (method == SpectraMethod::exact) return "qr-gesdd";
+  return device.is_cpu() ? "gram-syevd" : "gram-eigvalsh";
 }
 
 Spectrum top_singular_values(const torch::Tensor& matrix, int64_t k) {

@@ -60,7 +60,10 @@ RankSummary run_rank(const RankArgs& a, const std::string& pattern, const std::s
   std::vector<RecorderLayer> layers;
   for (const auto& l : model.attention_layers())
     layers.push_back({l.name(), l.stage, l.block, variant_info(l.variant).name, l.heads, l.head_dim, l.settings});
-  auto options = RecorderOptions().relative_tolerance(parse_tolerance(a.tolerance)).attention_top_k(a.attention_top_k);
+  auto options = RecorderOptions()
+                     .relative_tolerance(parse_tolerance(a.tolerance))
+                     .attention_top_k(a.attention_top_k)
+                     .spectra(spectra_method_from_name(a.spectra));
   parse_probe_list(a.probes, options);
 
   h5::AtomicPath target(path);  // an error before commit() leaves nothing at `path`
@@ -171,6 +174,11 @@ void add_rank_command(CLI::App& app) {
   auto* tolerance = cmd->add_option("--tolerance", a->tolerance,
                                     "Rank rule: numpy (σ_max·max(m,n)·eps) or a relative tolerance")
                         ->capture_default_str();
+  cmd->add_option("--spectra", a->spectra,
+                  "gram: σ from the float64 Gram matrix (dsyrk + dsyevd; accurate to ~1e-8·σ_max, ranks as exact "
+                  "unless a σ lies that close to the threshold) | exact: QR + SVD (dgesdd; ~1e-16·σ_max, slower)")
+      ->check(CLI::IsMember({"gram", "exact"}))
+      ->capture_default_str();
   cmd->add_option("--protocol", a->protocol,
                   "default | paper: the RALA paper's Figure 2 (per-head numpy ranks of the KV buffer with and without "
                   "α and of the output before and after the gate, per head and whole map)")

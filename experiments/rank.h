@@ -30,6 +30,8 @@ struct RankArgs {
   /// and for the whole map (sets `probes` to kPaperProbes and `tolerance` to numpy).
   std::string protocol = "default";
   std::string tolerance = "numpy";
+  /// How spectra are computed: "gram" (float64 Gram matrix + dsyevd; the default) or "exact" (QR + dgesdd).
+  std::string spectra = "gram";
   int64_t attention_top_k = 64;
   std::string out;
   bool overwrite = false;

@@ -92,5 +92,45 @@ TEST(RankCommand, UnknownProbeOrPatternLetterIsAClearError) {
   EXPECT_TRUE(fs::is_empty(tmp.path));
 }
 
+TEST(RankCommand, SpectraMethodIsAFlagAndRecordedPerProbe) {
+  // Default gram, --spectra exact: the method is an attribute of every probe group, and on the same images and weights
+  // the ranks agree wherever no exact σ lies within the Gram error (1e-4 relative) of numpy's threshold.
+  TempDir tmp;
+  int status = 0;
+  const std::string args = "--attn-pattern RRSS --data synthetic --num-images 4 --probes kv_buffer,output,output_gated_all_heads ";
+  auto out = run(kBase + args + "--out " + (tmp.path / "gram").string(), &status);
+  ASSERT_EQ(status, 0) << out;
+  out = run(kBase + args + "--spectra exact --out " + (tmp.path / "exact").string(), &status);
+  ASSERT_EQ(status, 0) << out;
+  h5::File g((tmp.path / "gram" / "ravlt_micro_RRSS.h5").string(), h5::Mode::read);
+  h5::File e((tmp.path / "exact" / "ravlt_micro_RRSS.h5").string(), h5::Mode::read);
+  int64_t compared = 0;
+  for (const char* layer : {"0.0", "1.0", "2.0", "2.1", "3.0"})
+    for (const char* probe : {"kv_buffer", "output", "output_gated_all_heads"}) {
+      const std::string pg = std::string("/layers/") + layer + "/" + probe;
+      if (!e.exists(pg)) continue;
+      EXPECT_EQ(g.attr_string(pg, "spectra_method"), "gram-syevd") << pg;
+      EXPECT_EQ(e.attr_string(pg, "spectra_method"), "qr-gesdd") << pg;
+      auto sv = e.read(pg + "/singular_values");  // (n, heads, k)
+      auto rank_e = e.read(pg + "/rank"), rank_g = g.read(pg + "/rank");
+      const double eps = std::ldexp(1.0, -23);
+      const double size = static_cast<double>(std::max(e.attr_int(pg, "rows"), e.attr_int(pg, "cols")));
+      for (int64_t b = 0; b < sv.size(0); ++b)
+        for (int64_t h = 0; h < sv.size(1); ++h) {
+          auto s = sv[b][h];
+          const double tau = s[0].item<double>() * size * eps;
+          const bool band = (s - tau).abs().le(1e-4 * tau).any().item<bool>();
+          if (band) continue;
+          EXPECT_EQ(rank_g[b][h].item<int32_t>(), rank_e[b][h].item<int32_t>()) << pg << " " << b << " " << h;
+          ++compared;
+        }
+    }
+  EXPECT_GT(compared, 40);
+  out = run(kBase + "--spectra svd --data synthetic --num-images 1 --out " + (tmp.path / "bad").string(), &status);
+  EXPECT_NE(status, 0);
+  EXPECT_NE(out.find("--spectra"), std::string::npos) << out;
+  EXPECT_FALSE(fs::exists(tmp.path / "bad"));
+}
+
 }  // namespace
 }  // namespace rala
