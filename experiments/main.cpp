@@ -17,6 +17,7 @@
 #include "experiments/runtime.h"
 
 int main(int argc, char** argv) {
+  rala::select_blas_kernels(argv);  // may re-execute this program once, before anything else happens
   CLI::App app{"RALA Lab: linear-attention variants, rank analysis and benchmarks for vision transformers"};
   app.require_subcommand(0, 1);
   int threads = 0;

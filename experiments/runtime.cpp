@@ -1,8 +1,10 @@
 #include "experiments/runtime.h"
 
 #include <dlfcn.h>
+#include <unistd.h>
 #include <malloc.h>
 
+#include <cstdlib>
 #include <ctime>
 
 #include <filesystem>
@@ -50,6 +52,39 @@ int set_blas_threads(int threads) {
   if (auto set = reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(threads);
   if (auto get = reinterpret_cast<GetFn>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"))) return get();
   return -1;
+}
+
+std::string better_blas_core(const std::string& chosen) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  // The generic cores OpenBLAS falls back to for a CPU model it does not know.
+  static const std::set<std::string> generic = {"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom",
+                                                "Sandybridge", "Katmai", "Coppermine", "Northwood", "Banias"};
+  if (!generic.count(chosen)) return "";
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512cd"))
+    return "SkylakeX";
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return chosen == "Sandybridge" ? "" : "Haswell";
+#else
+  (void)chosen;
+#endif
+  return "";
+}
+
+std::string select_blas_kernels(char** argv) {
+  using CoreFn = char* (*)();
+  auto corename = reinterpret_cast<CoreFn>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+  if (!corename) return "";
+  const std::string chosen = corename();
+  const char* keep = std::getenv("RALA_BLAS_CORETYPE");
+  if (std::getenv("OPENBLAS_CORETYPE") || (keep && std::string(keep) == "keep")) return chosen;
+  const std::string better = better_blas_core(chosen);
+  if (better.empty()) return chosen;
+  // The re-executed process sees OPENBLAS_CORETYPE set and stops here; if exec fails we simply go on as we are.
+  setenv("OPENBLAS_CORETYPE", better.c_str(), 1);
+  execv("/proc/self/exe", argv);
+  unsetenv("OPENBLAS_CORETYPE");
+  return chosen;
 }
 
 std::string blas_info() {

@@ -27,6 +27,16 @@ void configure_allocator(const std::string& policy);
 /// when the BLAS is not OpenBLAS. `rala` runs it single-threaded inside the model (two pools fighting over the same
 /// cores cost 35 % of a RAVLT-T forward; see the README's Performance section).
 int set_blas_threads(int threads);
+/// OpenBLAS picks its kernels for the CPU it recognises when it loads; one it does not recognise (this project's
+/// AVX-512 Xeons report a model OpenBLAS 0.3.21 lacks) gets the generic SSE3 "Prescott" kernels, 2.5x slower on a
+/// RAVLT-T forward. Called first thing in main(): when OpenBLAS chose a core weaker than the CPU's instruction set and
+/// OPENBLAS_CORETYPE is not set, re-executes this program with OPENBLAS_CORETYPE set (SkylakeX for AVX-512 F/BW/DQ/VL/CD,
+/// Haswell for AVX2+FMA) — the variable is read only while the library loads. RALA_BLAS_CORETYPE=keep turns it off.
+/// Returns (only when it does not re-execute) the core OpenBLAS uses, or "" when the BLAS is not OpenBLAS.
+std::string select_blas_kernels(char** argv);
+/// The OpenBLAS core a CPU with this instruction set should use ("SkylakeX", "Haswell"), or "" for no better choice
+/// than the library's own, given the core the library chose.
+std::string better_blas_core(const std::string& chosen);
 /// The BLAS library mapped into this process (resolved path), plus OpenBLAS's own config string when it is OpenBLAS.
 std::string blas_info();
 /// The command line of this process (set once by main), recorded in every output file.

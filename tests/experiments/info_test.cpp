@@ -4,9 +4,11 @@
 #include <algorithm>
 #include <array>
 #include <cstdio>
+#include <fstream>
 #include <memory>
 
 #include "attention_variants/registry.h"
+#include "experiments/runtime.h"
 #include "tests/test_util.h"
 
 namespace rala {
@@ -22,6 +24,44 @@ TEST(InfoCommand, PrintsVersionsThreadsBlasAndEveryVariant) {
   EXPECT_NE(out.find("threads  2 intra-op"), std::string::npos) << out;
   EXPECT_NE(out.find("BLAS     /"), std::string::npos) << out;
   for (const auto& v : kVariants) EXPECT_NE(out.find(v.name), std::string::npos) << v.name;
+}
+
+// The instruction-set flags the kernel reports, read independently of the compiler's cpuid builtins.
+std::string cpu_flags() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("flags", 0) == 0) return line + " ";
+  return "";
+}
+
+bool has_flag(const std::string& flags, const std::string& f) { return flags.find(" " + f + " ") != std::string::npos; }
+
+TEST(BlasKernels, UnrecognisedCpuGetsTheKernelsOfItsInstructionSet) {
+  const std::string flags = cpu_flags();
+  if (flags.empty()) GTEST_SKIP() << "no /proc/cpuinfo flags line";
+  const bool avx512 = has_flag(flags, "avx512f") && has_flag(flags, "avx512bw") && has_flag(flags, "avx512dq") &&
+                      has_flag(flags, "avx512vl") && has_flag(flags, "avx512cd");
+  const bool avx2 = has_flag(flags, "avx2") && has_flag(flags, "fma");
+  const std::string expected = avx512 ? "SkylakeX" : avx2 ? "Haswell" : "";
+  EXPECT_EQ(better_blas_core("Prescott"), expected);
+  EXPECT_EQ(better_blas_core("SkylakeX"), "");  // a recognised core is left alone
+  EXPECT_EQ(better_blas_core("Zen"), "");
+
+  // The binary as a user starts it: without OPENBLAS_CORETYPE it runs the better kernels when the library's own
+  // choice (this test process's, which never re-executes) was a generic one; with RALA_BLAS_CORETYPE=keep it does not.
+  int status = 0;
+  const std::string own = run("unset OPENBLAS_CORETYPE; RALA_BLAS_CORETYPE=keep " + std::string(RALA_BINARY) + " info",
+                              &status);
+  ASSERT_EQ(status, 0) << own;
+  const std::string tuned = run("unset OPENBLAS_CORETYPE RALA_BLAS_CORETYPE; " + std::string(RALA_BINARY) + " info",
+                                &status);
+  ASSERT_EQ(status, 0) << tuned;
+  if (own.find("OpenBLAS") == std::string::npos) GTEST_SKIP() << "the BLAS is not OpenBLAS: " << own;
+  if (own.find(" Prescott ") == std::string::npos || expected.empty())
+    GTEST_SKIP() << "OpenBLAS recognises this CPU or it has no better kernels; nothing to select";
+  EXPECT_NE(tuned.find(" " + expected + " "), std::string::npos) << tuned;
+  EXPECT_EQ(tuned.find(" Prescott "), std::string::npos) << tuned;
 }
 
 TEST(InfoCommand, BadFlagsFailWithOneLine) {
