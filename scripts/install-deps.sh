@@ -16,6 +16,7 @@ PACKAGES=(
   libfmt-dev
   zlib1g-dev              # gzip IDX files (Fashion-MNIST)
   nlohmann-json3-dev
+  libsleef-dev            # SLEEF vector maths (exp, erf) of the fused AVX2/AVX-512 kernels, as in LibTorch
   libopenblas0-pthread    # optimised BLAS (reference BLAS is ~20x slower)
   liblapack-dev           # LAPACK link library (dgeqrf, dgesdd for the batched spectra)
   gnuplot-nox             # figures
