@@ -10,10 +10,14 @@
 
 #include <ATen/Parallel.h>
 
+#include <cmath>
+#include <cstdio>
+
 #include "attention_variants/fused.h"
 #include "attention_variants/rala.h"
 #include "attention_variants/rope.h"
 #include "attention_variants/softmax.h"
+#include "models/presets.h"
 #include "tests/test_util.h"
 
 namespace rala {
@@ -305,6 +309,60 @@ INSTANTIATE_TEST_SUITE_P(Builds, FusedKernels,
                          ::testing::Combine(::testing::ValuesIn(fused::available_capabilities()),
                                             ::testing::Values(torch::kFloat32, torch::kBFloat16)),
                          param_name);
+
+// ---- whole model ----------------------------------------------------------------------------------------------------
+
+// The golden micro models (official weights and logits, tests/data): the whole RAVLT forward with every fused kernel
+// (stem BatchNorm+GELU, patch-merging BatchNorm, pos+norm1, attention, residual+norm2, ConvFFN, residual) against the
+// official fp32 logits, and the same model with the fused path off. Prints the bf16 deviations for the README.
+TEST(FusedModel, GoldenMicroLogitsFusedAndUnfused) {
+  torch::NoGradGuard no_grad;
+  for (const auto& [file, pattern] : {std::make_pair("ravlt_micro_rrss.h5", "RRSS"),
+                                      std::make_pair("ravlt_micro_rrrr.h5", "RRRR")}) {
+    SCOPED_TRACE(pattern);
+    Ravlt model(ravlt_micro().attn_pattern(pattern));
+    test::load_state(*model, file);
+    model->eval();
+    auto x = test::golden(file, "input").to(torch::kFloat32);
+    auto ref = test::golden(file, "logits").to(torch::kFloat64);
+    const double scale = ref.abs().max().item<double>();
+    auto logits = [&](torch::Dtype dt, bool fused_on) {
+      const bool saved = fused::enabled();
+      fused::set_enabled(fused_on);
+      model->to(dt);
+      auto y = model->forward(x.to(dt)).to(torch::kFloat64);
+      model->to(torch::kFloat32);
+      fused::set_enabled(saved);
+      return y;
+    };
+    auto f32_on = logits(torch::kFloat32, true), f32_off = logits(torch::kFloat32, false);
+    auto b16_on = logits(torch::kBFloat16, true), b16_off = logits(torch::kBFloat16, false);
+    // The bf16 model's own exact logits: its bf16-rounded weights and input, evaluated in float64. Against it only the
+    // rounding of the activations (what the kernels do) remains; against the official logits the weight rounding,
+    // common to both paths, dominates.
+    model->to(torch::kBFloat16);
+    model->to(torch::kFloat64);
+    auto exact16 = model->forward(x.to(torch::kBFloat16).to(torch::kFloat64));
+    model->to(torch::kFloat32);
+    const double d32_on = test::max_abs_err(f32_on, ref) / scale, d32_off = test::max_abs_err(f32_off, ref) / scale;
+    const double d16_on = test::max_abs_err(b16_on, ref) / scale, d16_off = test::max_abs_err(b16_off, ref) / scale;
+    const double a16_on = test::max_abs_err(b16_on, exact16) / scale,
+                 a16_off = test::max_abs_err(b16_off, exact16) / scale;
+    auto top1 = [&](const torch::Tensor& y) {
+      return (y.argmax(-1) == ref.argmax(-1)).to(torch::kFloat64).mean().item<double>();
+    };
+    std::printf("golden micro %s: max|logit error|/max|logit| fp32 fused %.2e unfused %.2e; bf16 fused %.2e unfused "
+                "%.2e (activation rounding alone: fused %.2e unfused %.2e); bf16 top-1 agreement fused %.0f %% "
+                "unfused %.0f %%\n",
+                pattern, d32_on, d32_off, d16_on, d16_off, a16_on, a16_off, 100 * top1(b16_on), 100 * top1(b16_off));
+    // fp32: the fused model is the official model to float32 rounding (the golden tests' 1e-4 is 100× looser).
+    EXPECT_LE(d32_on, 1e-5);
+    EXPECT_FALSE(torch::equal(f32_on, f32_off));  // the fused path really ran (different rounding, same values)
+    EXPECT_TRUE(std::isfinite(d16_on));
+    EXPECT_LT(d16_on, 0.1);  // sanity (as Bench.Bf16LogitsOfTheGoldenMicroModel)
+    EXPECT_GE(top1(b16_on), top1(b16_off));
+  }
+}
 
 // ---- dispatch ------------------------------------------------------------------------------------------------------
 
