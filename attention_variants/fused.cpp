@@ -1,6 +1,7 @@
 #include "attention_variants/fused.h"
 
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 
 #include <algorithm>
 #include <atomic>
@@ -92,6 +93,9 @@ State& state() {
 
 const KernelTable& kernels() { return *state().build.load()->table(); }
 
+/// A profiler scope named after the fused kernel (so `rala bench --trace` shows the kernels' time as their own rows).
+#define RALA_FUSED_SCOPE(name) RECORD_FUNCTION("rala::fused::" name, std::vector<c10::IValue>())
+
 DType dtype_of(const torch::Tensor& x) { return x.scalar_type() == torch::kBFloat16 ? DType::bf16 : DType::f32; }
 
 const void* ptr_or_null(const torch::Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
@@ -160,6 +164,7 @@ bool channels_last(const torch::Tensor& x) {
 
 torch::Tensor layer_norm_channels_last(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
                                        double eps) {
+  RALA_FUSED_SCOPE("layer_norm");
   check_map(x, "layer_norm");
   const int64_t C = x.size(1);
   check_channels(w, C, "layer_norm", "weight");
@@ -173,6 +178,7 @@ torch::Tensor layer_norm_channels_last(const torch::Tensor& x, const torch::Tens
 }
 
 torch::Tensor residual(const torch::Tensor& y, const torch::Tensor& gamma, const torch::Tensor& a) {
+  RALA_FUSED_SCOPE("residual");
   check_map(y, "residual");
   check_map(a, "residual");
   TORCH_CHECK(y.sizes() == a.sizes() && y.scalar_type() == a.scalar_type(), "fused residual: y ", y.sizes(), " and a ",
@@ -190,6 +196,7 @@ torch::Tensor residual(const torch::Tensor& y, const torch::Tensor& gamma, const
 std::pair<torch::Tensor, torch::Tensor> residual_layer_norm(const torch::Tensor& y, const torch::Tensor& gamma,
                                                             const torch::Tensor& a, const torch::Tensor& w,
                                                             const torch::Tensor& b, double eps) {
+  RALA_FUSED_SCOPE("residual_layer_norm");
   check_map(y, "residual_layer_norm");
   check_map(a, "residual_layer_norm");
   TORCH_CHECK(y.sizes() == a.sizes() && y.scalar_type() == a.scalar_type(), "fused residual_layer_norm: y ",
@@ -222,6 +229,7 @@ void check_depthwise(const torch::Tensor& x, const torch::Tensor& weight, const 
 std::pair<torch::Tensor, torch::Tensor> dwconv_residual_layer_norm(const torch::Tensor& x, const torch::Tensor& weight,
                                                                    const torch::Tensor& bias, const torch::Tensor& w,
                                                                    const torch::Tensor& b, double eps) {
+  RALA_FUSED_SCOPE("dwconv_residual_layer_norm");
   check_map(x, "dwconv_residual_layer_norm");
   check_depthwise(x, weight, bias, "dwconv_residual_layer_norm");
   const int64_t C = x.size(1);
@@ -239,6 +247,7 @@ std::pair<torch::Tensor, torch::Tensor> dwconv_residual_layer_norm(const torch::
 }
 
 torch::Tensor gelu_dwconv_residual(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  RALA_FUSED_SCOPE("gelu_dwconv_residual");
   check_map(x, "gelu_dwconv_residual");
   check_depthwise(x, weight, bias, "gelu_dwconv_residual");
   auto y = empty_cl(x);
@@ -250,6 +259,7 @@ torch::Tensor gelu_dwconv_residual(const torch::Tensor& x, const torch::Tensor& 
 }
 
 void affine_(torch::Tensor& x, const torch::Tensor& scale, const torch::Tensor& shift, bool gelu) {
+  RALA_FUSED_SCOPE("affine_");
   check_map(x, "affine_");
   const int64_t C = x.size(1);
   check_channels(scale, C, "affine_", "scale");
@@ -306,6 +316,7 @@ torch::Tensor token_rows(const torch::Tensor& all) {
 RalaResult rala_attention(const torch::Tensor& all, int64_t channels, int64_t heads, const RalaSwitches& s,
                           const torch::Tensor& sin, const torch::Tensor& cos, const torch::Tensor& lepe_w,
                           const torch::Tensor& lepe_b, double eps) {
+  RALA_FUSED_SCOPE("rala_attention");
   const auto v = check_projection(all, channels, heads, s.gated, s.rope ? sin : torch::Tensor(), lepe_w, "rala_attention");
   TORCH_CHECK(!s.rope || (sin.defined() && cos.defined() && cos.sizes() == sin.sizes()),
               "fused rala_attention: RoPE needs sin and cos tables of the same shape");
@@ -406,6 +417,7 @@ RalaResult rala_attention(const torch::Tensor& all, int64_t channels, int64_t he
 torch::Tensor softmax_attention(const torch::Tensor& all, int64_t channels, int64_t heads, bool gated,
                                 const torch::Tensor& sin, const torch::Tensor& cos, const torch::Tensor& lepe_w,
                                 const torch::Tensor& lepe_b, torch::Tensor* attention, torch::Tensor* output) {
+  RALA_FUSED_SCOPE("softmax_attention");
   const auto v = check_projection(all, channels, heads, gated, sin, lepe_w, "softmax_attention");
   TORCH_CHECK(!sin.defined() || (cos.defined() && cos.sizes() == sin.sizes()),
               "fused softmax_attention: RoPE needs sin and cos tables of the same shape");
