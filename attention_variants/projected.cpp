@@ -1,5 +1,7 @@
 #include "attention_variants/projected.h"
 
+#include "attention_variants/fused.h"
+
 namespace rala {
 
 ProjectedAttention::ProjectedAttention(AttentionOptions options, Variant variant, const char* variant_name)
@@ -36,6 +38,17 @@ torch::Tensor ProjectedAttention::finish(const torch::Tensor& res, const Project
   if (!lepe_.is_empty()) y = y + lepe_->forward(p.v_map);
   if (extra.defined()) y = y + extra;
   if (gated_) y = y * p.o_map;
+  if (probe_wanted(ctx, Probe::output_gated)) emit_probe(ctx, Probe::output_gated, split_heads(y, 0, y.size(1), options_.heads()));
+  return proj_->forward(y);
+}
+
+bool ProjectedAttention::fused_applies(const Projected& p) const {
+  return fused::channels_last(p.all) &&
+         fused::applies({p.all, lepe_.is_empty() ? torch::Tensor() : lepe_->weight,
+                         lepe_.is_empty() ? torch::Tensor() : lepe_->bias});
+}
+
+torch::Tensor ProjectedAttention::finish_fused(const torch::Tensor& y, const AttentionContext& ctx) {
   if (probe_wanted(ctx, Probe::output_gated)) emit_probe(ctx, Probe::output_gated, split_heads(y, 0, y.size(1), options_.heads()));
   return proj_->forward(y);
 }

@@ -38,6 +38,11 @@ class ProjectedAttention : public AttentionBase {
   /// `extra` (B, C, H, W), if defined, is added with LePE (a variant's own positional term, e.g. FLatten's DWC).
   torch::Tensor finish(const torch::Tensor& res, const Projected& p, const AttentionContext& ctx,
                        const torch::Tensor& extra = {});
+  /// Whether the fused CPU kernels (fused.h) serve this call: the projection is channels-last float32/bfloat16 on
+  /// the CPU and no gradient is recorded. Otherwise the variant runs its LibTorch expression.
+  bool fused_applies(const Projected& p) const;
+  /// Tail of the fused path: `y` (B, C, H, W) is already (attention + LePE) ⊙ o; emits `output_gated`, applies proj.
+  torch::Tensor finish_fused(const torch::Tensor& y, const AttentionContext& ctx);
 
   /// The variant's token-mixing MACs on N tokens (per image).
   virtual int64_t matmul_macs(int64_t tokens) const = 0;

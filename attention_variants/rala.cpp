@@ -1,5 +1,6 @@
 #include "attention_variants/rala.h"
 
+#include "attention_variants/fused.h"
 #include "attention_variants/registry.h"
 
 namespace rala {
@@ -26,6 +27,34 @@ RalaAttentionImpl::RalaAttentionImpl(AttentionOptions options)
 torch::Tensor RalaAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
   auto p = project(x);
   const int64_t N = x.size(2) * x.size(3);
+  // Fused CPU path (fused.h): every probe but the implied attention map (the unweighted buffer with α from the
+  // LibTorch expression below, so that asking for it does not change the path, nor the other probes' rounding).
+  if (fused_applies(p) && !probe_wanted(ctx, Probe::attention, N)) {
+    fused::RalaSwitches s;
+    s.alpha = alpha_;
+    s.rope = rope_;
+    s.gated = gated_;
+    s.want_alpha = alpha_ && probe_wanted(ctx, Probe::alpha);
+    s.want_z = probe_wanted(ctx, Probe::normalizer_z);
+    s.want_output = probe_wanted(ctx, Probe::output);
+    RopeTables t;
+    if (rope_) t = context_rope(ctx, head_dim(), x);
+    auto r = fused::rala_attention(p.all, options_.dim(), options_.heads(), s, t.sin, t.cos,
+                                   has_lepe() ? lepe_->weight : torch::Tensor(),
+                                   has_lepe() ? lepe_->bias : torch::Tensor(), kEps);
+    if (s.want_alpha) emit_probe(ctx, Probe::alpha, r.alpha);
+    emit_probe(ctx, Probe::kv_buffer, r.kv);
+    if (!alpha_) emit_probe(ctx, Probe::kv_buffer_unweighted, r.kv);
+    if (alpha_ && probe_wanted(ctx, Probe::kv_buffer_unweighted)) {
+      auto k_plain = elu_feature(p.k);
+      if (rope_) k_plain = theta_shift(k_plain, t.sin, t.cos);
+      emit_probe(ctx, Probe::kv_buffer_unweighted,
+                 torch::matmul(k_plain.transpose(-2, -1), p.v) / static_cast<double>(N));
+    }
+    if (s.want_z) emit_probe(ctx, Probe::normalizer_z, r.z);
+    if (s.want_output) emit_probe(ctx, Probe::output, r.output);
+    return finish_fused(r.y, ctx);
+  }
   auto q = elu_feature(p.q), k = elu_feature(p.k);  // (B, h, N, d)
   if (alpha_) {
     const double scale = std::pow(static_cast<double>(head_dim()), -0.5);

@@ -1,5 +1,7 @@
 #include "attention_variants/softmax.h"
 
+#include "attention_variants/fused.h"
+
 #include "attention_variants/registry.h"
 #include "attention_variants/rope.h"
 
@@ -23,6 +25,19 @@ SoftmaxAttentionImpl::SoftmaxAttentionImpl(AttentionOptions options)
 
 torch::Tensor SoftmaxAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
   auto p = project(x);
+  if (fused_applies(p)) {  // fused CPU path (fused.h): RoPE + scale in one pass, LePE and gate in one pass
+    RopeTables t;
+    if (rope_) t = context_rope(ctx, head_dim(), x);
+    const bool want_attention = probe_wanted(ctx, Probe::attention, x.size(2) * x.size(3));
+    torch::Tensor attn, res;
+    auto y = fused::softmax_attention(p.all, options_.dim(), options_.heads(), gated_, t.sin, t.cos,
+                                      has_lepe() ? lepe_->weight : torch::Tensor(),
+                                      has_lepe() ? lepe_->bias : torch::Tensor(), want_attention ? &attn : nullptr,
+                                      probe_wanted(ctx, Probe::output) ? &res : nullptr);
+    if (want_attention) emit_probe(ctx, Probe::attention, attn);
+    if (res.defined()) emit_probe(ctx, Probe::output, res);
+    return finish_fused(y, ctx);
+  }
   auto q = p.q, k = p.k;  // (B, h, N, d)
   if (rope_) {
     auto tables = context_rope(ctx, head_dim(), x);

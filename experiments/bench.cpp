@@ -20,6 +20,7 @@
 
 #include "analysis/h5_store.h"
 #include "analysis/results_table.h"
+#include "attention_variants/fused.h"
 #include "attention_variants/registry.h"
 #include "experiments/runtime.h"
 #include "models/presets.h"
@@ -530,6 +531,8 @@ void write_outputs(const ResultsTable& table, const std::string& out, const char
     f.set_attr("/", "blas", blas_info());
     f.set_attr("/", "blas_threads", static_cast<int64_t>(blas_threads));
     f.set_attr("/", "allocator", allocator);
+    // The fused CPU kernels' build, or "off" (RALA_FUSED=0): attention_variants/fused.h.
+    f.set_attr("/", "fused_kernels", fused::enabled() ? fused::capability() : std::string("off"));
   });
   std::cout << "wrote " << out << " and " << fs::path(out).replace_extension(".csv").string() << "\n";
 }

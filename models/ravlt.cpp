@@ -1,6 +1,7 @@
 #include "models/ravlt.h"
 
 #include "attention_variants/common.h"
+#include "attention_variants/fused.h"
 #include "attention_variants/rope.h"
 
 namespace rala {
@@ -10,6 +11,8 @@ LayerNorm2dImpl::LayerNorm2dImpl(int64_t channels) {
 }
 
 torch::Tensor LayerNorm2dImpl::forward(const torch::Tensor& x) {
+  if (fused::channels_last(x) && fused::applies({x, norm->weight, norm->bias}))
+    return fused::layer_norm_channels_last(x, norm->weight, norm->bias, norm->options.eps());
   return norm->forward(x.permute({0, 2, 3, 1})).permute({0, 3, 1, 2});  // (B, H, W, C) ↔ (B, C, H, W)
 }
 
@@ -20,7 +23,10 @@ ConvFfnImpl::ConvFfnImpl(int64_t dim, int64_t hidden) {
 }
 
 torch::Tensor ConvFfnImpl::forward(const torch::Tensor& x) {
-  auto h = torch::gelu(fc1->forward(x));
+  auto h = fc1->forward(x);
+  if (fused::channels_last(h) && fused::applies({h, dwconv->weight, dwconv->bias}))
+    return fc2->forward(fused::gelu_dwconv_residual(h, dwconv->weight, dwconv->bias));  // one pass: GELU, dwconv, +
+  h = torch::gelu(h);
   h = dwconv->forward(h) + h;
   return fc2->forward(h);
 }
@@ -46,6 +52,18 @@ RavltBlockImpl::RavltBlockImpl(Variant variant, const AttentionOptions& attn_opt
 }
 
 torch::Tensor RavltBlockImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
+  if (!(is_training() && drop_path > 0) && fused::channels_last(x) &&
+      fused::applies({x, pos->weight, pos->bias, norm1->norm->weight, norm1->norm->bias, norm2->norm->weight,
+                      norm2->norm->bias, gamma_1, gamma_2})) {
+    // Fused CPU path (same values): y = x + pos(x) and norm1(y) in one pass; y + γ1 ⊙ attn and norm2 of it in one
+    // pass; y + γ2 ⊙ ffn in one pass.
+    auto [y, n1] = fused::dwconv_residual_layer_norm(x, pos->weight, pos->bias, norm1->norm->weight,
+                                                     norm1->norm->bias, norm1->norm->options.eps());
+    auto a = attn->forward(n1, ctx).contiguous(torch::MemoryFormat::ChannelsLast);
+    auto [y2, n2] = fused::residual_layer_norm(y, gamma_1, a, norm2->norm->weight, norm2->norm->bias,
+                                               norm2->norm->options.eps());
+    return fused::residual(y2, gamma_2, ffn->forward(n2).contiguous(torch::MemoryFormat::ChannelsLast));
+  }
   auto y = x + pos->forward(x);
   if (is_training() && drop_path > 0) {
     y = y + rala::drop_path(gamma_1 * attn->forward(norm1->forward(y), ctx), drop_path, true);
@@ -66,7 +84,42 @@ PatchMergingImpl::PatchMergingImpl(int64_t in, int64_t out) {
   norm = register_module("norm", torch::nn::BatchNorm2d(out));
 }
 
-torch::Tensor PatchMergingImpl::forward(const torch::Tensor& x) { return norm->forward(reduction->forward(x)); }
+torch::Tensor PatchMergingImpl::forward(const torch::Tensor& x) {
+  auto y = reduction->forward(x);
+  if (!norm->is_training() && fused::channels_last(y) &&
+      fused::applies({y, norm->weight, norm->bias, norm->running_mean, norm->running_var})) {
+    const auto [scale, shift] = fused::batch_norm_affine(*norm);
+    fused::affine_(y, scale, shift, /*gelu=*/false);  // eval BatchNorm in place on the fresh conv output
+    return y;
+  }
+  return norm->forward(y);
+}
+
+namespace {
+
+/// Runs a Sequential of Conv2d / BatchNorm2d / GELU; in evaluation on the fused path each BatchNorm that follows a
+/// convolution (and a GELU right after it) is one in-place pass over the convolution's fresh output.
+torch::Tensor run_stem(torch::nn::Sequential& seq, const torch::Tensor& input) {
+  torch::Tensor x = input;
+  const size_t n = seq->size();
+  for (size_t i = 0; i < n; ++i) {
+    auto* bn = seq->ptr(i)->as<torch::nn::BatchNorm2d>();
+    const bool after_conv = i > 0 && seq->ptr(i - 1)->as<torch::nn::Conv2d>() != nullptr;
+    if (bn != nullptr && after_conv && !bn->is_training() && fused::channels_last(x) &&
+        fused::applies({x, bn->weight, bn->bias, bn->running_mean, bn->running_var})) {
+      auto* next = i + 1 < n ? seq->ptr(i + 1)->as<torch::nn::GELU>() : nullptr;
+      const bool gelu = next != nullptr && next->options.approximate() == "none";
+      const auto [scale, shift] = fused::batch_norm_affine(*bn);
+      fused::affine_(x, scale, shift, gelu);
+      if (gelu) ++i;
+      continue;
+    }
+    x = seq->begin()[static_cast<std::ptrdiff_t>(i)].forward(x);
+  }
+  return x;
+}
+
+}  // namespace
 
 RavltStageImpl::RavltStageImpl(const RavltOptions& o, int64_t stage_index, Variant variant,
                                const std::vector<SettingPair>& settings,
@@ -148,7 +201,7 @@ torch::Tensor RavltImpl::forward_features(const torch::Tensor& x, std::vector<to
               ", H, W), got ", x.sizes());
   // Channels-last memory from the stem on: (B, C, H, W) views of token-major (B, H, W, C) storage, so LayerNorm over
   // channels, the 1×1 convolutions and the head split need no layout copies (values unchanged).
-  auto y = stem->forward(x.contiguous(torch::MemoryFormat::ChannelsLast));
+  auto y = run_stem(stem, x.contiguous(torch::MemoryFormat::ChannelsLast));
   if (features) features->push_back(y);
   for (auto& stage : stages) {
     y = stage->forward(y, probe_sinks);

@@ -17,6 +17,7 @@ PACKAGES=(
   zlib1g-dev              # gzip IDX files (Fashion-MNIST)
   nlohmann-json3-dev      # safetensors headers, JSON sidecars
   libyaml-cpp-dev         # ablation grid files (rala ablate --grid)
+  libsleef-dev            # SLEEF vector maths (exp, erf) of the fused AVX2/AVX-512 kernels, as in LibTorch
   libopenblas0-pthread    # optimised BLAS (reference BLAS is ~20x slower)
   liblapack-dev           # LAPACK link library (dgeqrf, dgesdd for the batched spectra)
   gnuplot-nox             # figures

@@ -52,6 +52,19 @@ double max_abs_err(const torch::Tensor& a, const torch::Tensor& b) {
   return (a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max().item<double>();
 }
 
+double max_ulp_err(const torch::Tensor& a, const torch::Tensor& b, double floor) {
+  return max_ulp_err(a, b, torch::full({}, floor, torch::kFloat64));
+}
+
+double max_ulp_err(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& magnitude) {
+  EXPECT_EQ(a.sizes(), b.sizes());
+  const int mantissa = a.scalar_type() == torch::kBFloat16 ? 7 : a.scalar_type() == torch::kFloat64 ? 52 : 23;
+  auto ref = b.to(torch::kFloat64);
+  auto mag = torch::clamp_min(torch::maximum(ref.abs(), magnitude.to(torch::kFloat64).abs()), 1.17549435e-38);
+  auto ulp = torch::exp2(torch::floor(torch::log2(mag)) - mantissa);
+  return ((a.to(torch::kFloat64) - ref).abs() / ulp).max().item<double>();
+}
+
 double max_rel_err(const torch::Tensor& a, const torch::Tensor& b) {
   const double scale = std::max(b.to(torch::kFloat64).abs().max().item<double>(), 1e-300);
   return max_abs_err(a, b) / scale;

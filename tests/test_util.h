@@ -33,6 +33,13 @@ void randomize(torch::nn::Module& module, uint64_t seed, double std = 0.3);
 double max_rel_err(const torch::Tensor& a, const torch::Tensor& b);
 /// max |a − b|.
 double max_abs_err(const torch::Tensor& a, const torch::Tensor& b);
+/// Largest error in units in the last place of `a`'s dtype (float32: 2⁻²³, bfloat16: 2⁻⁷ relative), measured
+/// against the reference `b`: max over elements of |a − b| / ulp(max(|b|, floor)). `floor` > 0 measures small
+/// elements in the ulps of that magnitude (for results that cancel, e.g. floor = max |b|).
+double max_ulp_err(const torch::Tensor& a, const torch::Tensor& b, double floor = 0.0);
+/// The same with an element-wise magnitude: ulps of max(|b|, magnitude) per element (e.g. |x|·|s| + |t| for x·s + t,
+/// whose result may cancel to far below its terms).
+double max_ulp_err(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& magnitude);
 
 /// The same parameter tensor of a module by name (throws if absent).
 torch::Tensor param(torch::nn::Module& module, const std::string& name);
