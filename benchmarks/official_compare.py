@@ -8,7 +8,7 @@
 Every round starts one process per contender — the official model (this script in worker mode, Debian's python3-torch,
 the same LibTorch 1.13 and oneDNN as `rala`) and `rala bench` — with the same environment: OPENBLAS_NUM_THREADS=1,
 GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=100000000000 (the two settings `rala` applies to
-itself), the same intra-op thread count, forward under inference mode, the same batch of N(0, 1) images, --warmup
+itself), OPENBLAS_CORETYPE = the OpenBLAS kernels `rala info` reports (rala selects them itself), the same intra-op thread count, forward under inference mode, the same batch of N(0, 1) images, --warmup
 untimed iterations, then the median of --iters timed ones. The order alternates between rounds (A B, B A, ...), so
 drift on a shared machine hits both alike. `--unfused` adds a third contender: `rala bench` with RALA_FUSED=0 (the
 LibTorch expressions without the fused kernels). Prints one line per round, then the medians over rounds and the
@@ -23,6 +23,7 @@ import csv
 import importlib.util
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -240,6 +241,13 @@ def main():
     if not os.access(args.rala, os.X_OK):
         sys.exit(f"--rala: '{args.rala}' is not an executable (build the project first)")
 
+    # `rala` re-executes itself with OPENBLAS_CORETYPE when OpenBLAS fell back to generic kernels on this CPU (see
+    # experiments/runtime.h); the official side gets the same kernels, so that the comparison stays one of model code.
+    if "OPENBLAS_CORETYPE" not in os.environ:
+        info = subprocess.run([args.rala, "info"], capture_output=True, text=True).stdout
+        core = re.search(r"DYNAMIC_ARCH\s+(?:NO_AFFINITY\s+)?(\w+)\s+MAX_THREADS", info)
+        if core:
+            RUNTIME_ENV["OPENBLAS_CORETYPE"] = core.group(1)
     contenders = [("official", lambda tmp, r: run_official(args)),
                   ("rala", lambda tmp, r: run_rala(args, tmp, f"fused{r}"))]
     if args.unfused:
