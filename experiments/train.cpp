@@ -55,6 +55,7 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--stop-after-epochs", c->stop_after_epochs, "Testing: stop after N epochs of this invocation")
       ->group("");
   cmd->add_option("--inject-nonfinite-step", c->inject_nonfinite_step, "Testing: NaN loss at this step")->group("");
+  cmd->add_option("--adam-eps", c->adam_eps, "Testing: AdamW's eps")->group("")->check(CLI::PositiveNumber);
   cmd->add_option("--inject-nonfinite-rank", c->inject_nonfinite_rank, "Testing: … on this rank only")->group("");
   cmd->add_option("--inject-fault", c->inject_fault, "Testing: exit:RANK:STEP or hang:RANK:STEP")->group("");
   auto config_json = std::make_shared<std::string>();

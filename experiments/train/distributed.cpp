@@ -269,7 +269,8 @@ Distributed::Distributed(DistEnv env, const DistOptions& options)
     c10d::TCPStoreOptions o;
     o.port = static_cast<uint16_t>(env_.master_port);
     o.isServer = env_.rank == 0 && !env_.agent_store;  // under torchrun's static rendezvous the agent hosts it
-    if (o.isServer) o.numWorkers = static_cast<size_t>(env_.world_size);
+    // Every rank names the world size: in 1.13 a client only checks in (so the server's wait ends) when it knows it.
+    o.numWorkers = static_cast<size_t>(env_.world_size);
     o.waitWorkers = true;
     o.timeout = timeout;
     impl_->store = c10::make_intrusive<c10d::TCPStore>(env_.master_addr, o);

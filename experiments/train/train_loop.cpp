@@ -139,15 +139,16 @@ std::pair<std::vector<torch::Tensor>, std::vector<torch::Tensor>> split_weight_d
   return {decay, no_decay};
 }
 
-std::unique_ptr<torch::optim::AdamW> make_adamw(torch::nn::Module& module, double lr, double weight_decay) {
+std::unique_ptr<torch::optim::AdamW> make_adamw(torch::nn::Module& module, double lr, double weight_decay,
+                                                double eps) {
   auto [decay, no_decay] = split_weight_decay(module);
   std::vector<torch::optim::OptimizerParamGroup> groups;
   groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(
-                                 torch::optim::AdamWOptions(lr).weight_decay(weight_decay)));
-  groups.emplace_back(no_decay,
-                      std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(lr).weight_decay(0)));
+                                 torch::optim::AdamWOptions(lr).weight_decay(weight_decay).eps(eps)));
+  groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(
+                                    torch::optim::AdamWOptions(lr).weight_decay(0).eps(eps)));
   return std::make_unique<torch::optim::AdamW>(std::move(groups),
-                                               torch::optim::AdamWOptions(lr).weight_decay(weight_decay));
+                                               torch::optim::AdamWOptions(lr).weight_decay(weight_decay).eps(eps));
 }
 
 std::vector<std::string> no_weight_decay_names(torch::nn::Module& module) {
@@ -557,7 +558,7 @@ TrainResult train(const TrainConfig& requested) {
   // The model (and the EMA) on the run's device; the optimizer is made for the moved parameters.
   model->module()->to(device);
   if (ema_model) ema_model->module()->to(device);
-  auto optimizer_ptr = make_adamw(*model->module(), c.lr, c.weight_decay);
+  auto optimizer_ptr = make_adamw(*model->module(), c.lr, c.weight_decay, c.adam_eps);
   torch::optim::AdamW& optimizer = *optimizer_ptr;
   if (resuming) {
     for (const auto& [name, value] : resumed.extra) {

@@ -57,6 +57,10 @@ struct TrainConfig {
   int64_t dist_timeout = 600;          ///< several processes: seconds a collective may wait for the others
   int64_t stop_after_epochs = -1;      ///< testing: return after this many epochs of this invocation (an interrupt)
   int64_t inject_nonfinite_step = -1;  ///< testing: make the loss NaN at this global step
+  /// testing: AdamW's eps (not stored in the checkpoint's config; give it again on --resume). A large eps makes the
+  /// update linear in the gradient, so rounding differences of the gradient stay rounding-sized instead of being
+  /// normalised by √v to ±lr steps (the data-parallel equivalence tests use it).
+  double adam_eps = 1e-8;
   int64_t inject_nonfinite_rank = -1;  ///< testing: … on this rank only (-1: every rank)
   std::string inject_fault;            ///< testing: "exit:R:S" (rank R exits at global step S) or "hang:R:S" (stops)
 
@@ -100,7 +104,9 @@ TrainResult train(const TrainConfig& config);
 std::pair<std::vector<torch::Tensor>, std::vector<torch::Tensor>> split_weight_decay(torch::nn::Module& module);
 /// AdamW (decoupled weight decay) over `module`'s parameters in two groups: split_weight_decay's decay group with
 /// `weight_decay`, the rest with none.
-std::unique_ptr<torch::optim::AdamW> make_adamw(torch::nn::Module& module, double lr, double weight_decay);
+/// AdamW's eps is 1e-8 (PyTorch's default) unless a test asks otherwise.
+std::unique_ptr<torch::optim::AdamW> make_adamw(torch::nn::Module& module, double lr, double weight_decay,
+                                                double eps = 1e-8);
 /// Names of the parameters that get no weight decay (same rule as split_weight_decay).
 std::vector<std::string> no_weight_decay_names(torch::nn::Module& module);
 

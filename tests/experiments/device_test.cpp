@@ -1,7 +1,5 @@
 // --device: one-line errors on a LibTorch without CUDA, `rala info`'s device list, the device recorded in results
-// files; every attention variant, every model family and the probes follow their input's device (checked on the
-// meta device, which any LibTorch has: a tensor created on the CPU inside a forward meets a meta tensor and fails);
-// and, on a machine with CUDA, every variant, the models, a training step and the rank analysis on the GPU against
+// files; and, on a machine with CUDA, every variant, the models, a training step and the rank analysis on the GPU against
 // the CPU (fp32, ≤ 1e-4 relative). scripts/gpu-check.sh runs this executable with a CUDA LibTorch.
 #include <gtest/gtest.h>
 
@@ -10,6 +8,7 @@
 #include "analysis/h5_store.h"
 #include "attention_variants/registry.h"
 #include "experiments/device.h"
+#include "experiments/runtime.h"
 #include "models/presets.h"
 #include "tests/test_util.h"
 
@@ -62,7 +61,7 @@ TEST(Device, CudaWithoutCudaIsOneLineNamingTheLibTorch) {
             std::string::npos)
       << out;
   EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
-  for (const std::string sub : {"train --out x", "rank --out x", "bench", "rank-merge a.h5 --out b.h5", "report"}) {
+  for (const std::string sub : {"train --out x", "rank --out x", "bench", "rank-merge a.h5 --out b.h5", "report x.h5"}) {
     out = run(std::string(RALA_BINARY) + " " + sub + " --device cuda:1", &status);
     EXPECT_NE(status, 0) << sub;
     EXPECT_NE(out.find("--device cuda:1: this rala was built against"), std::string::npos) << sub << ": " << out;
@@ -81,7 +80,9 @@ TEST(Device, InfoListsTheDevicesAndResultsRecordTheDevice) {
   EXPECT_NE(out.find("devices  cpu ("), std::string::npos) << out;
   EXPECT_NE(out.find("(this run: cpu)"), std::string::npos) << out;
   EXPECT_NE(out.find("multi-process training: "), std::string::npos) << out;
-  if (!built_with_cuda()) EXPECT_NE(out.find("cuda: not available (this LibTorch has no CUDA)"), std::string::npos) << out;
+  if (!built_with_cuda()) {
+    EXPECT_NE(out.find("cuda: not available (this LibTorch has no CUDA)"), std::string::npos) << out;
+  }
   test::TempDir dir;
   out = run(std::string(RALA_BINARY) + " rank --device cpu --model ravlt_micro --data synthetic --num-images 1 "
                 "--quiet --out " + dir.path.string(),
@@ -91,49 +92,8 @@ TEST(Device, InfoListsTheDevicesAndResultsRecordTheDevice) {
   EXPECT_EQ(f.attr_string("/", "device"), "cpu");
 }
 
-// The meta device has no data, but every operator checks that its inputs share a device: a CPU tensor created inside
-// a forward (instead of from x.options()) fails here exactly as it would on a GPU.
-TEST(DeviceFollowing, EveryVariantAndItsProbesStayOnTheInputsDevice) {
-  const torch::Device meta(torch::kMeta);
-  for (const auto& c : all_variants()) {
-    SCOPED_TRACE(c.name);
-    auto attn = make_attention(c.variant, AttentionOptions(32, 2));
-    attn->to(meta);
-    const auto x = torch::randn({2, 32, 6, 5}, torch::TensorOptions().device(meta));
-    KeepAll probes;
-    torch::Tensor y;
-    try {
-      y = attn->forward(x, AttentionContext::for_input(x, 16, &probes));
-    } catch (const c10::Error& e) {
-      ADD_FAILURE() << c.name << ": " << e.what_without_backtrace();
-      continue;
-    }
-    EXPECT_EQ(y.device(), meta);
-    EXPECT_EQ(y.sizes(), x.sizes());
-    for (const auto& [p, v] : probes.values) EXPECT_EQ(v.device(), meta) << probe_name(p);
-  }
-}
-
-TEST(DeviceFollowing, EveryModelRunsOnTheInputsDevice) {
-  const torch::Device meta(torch::kMeta);
-  for (const auto& [preset, pattern] : model_cases()) {
-    SCOPED_TRACE(preset + " " + pattern);
-    AnyModel m(preset, pattern, {}, 10);
-    m.module()->to(meta);
-    m.module()->eval();
-    const int64_t s = side_of(preset);
-    try {
-      const auto y = m.forward(torch::randn({2, 3, s, s}, torch::TensorOptions().device(meta)));
-      EXPECT_EQ(y.device(), meta);
-      EXPECT_EQ(y.sizes(), torch::IntArrayRef({2, 10}));
-    } catch (const c10::Error& e) {
-      ADD_FAILURE() << e.what_without_backtrace();
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// On a CUDA machine: the GPU against the CPU
+// (A meta-device variant of the device-following check — every operator checks that its inputs share a device — does
+// not work on LibTorch 1.13: Module::to(kMeta) fails in set_data. The CUDA parity tests below cover it on a GPU.)
 
 #define REQUIRE_CUDA()                                                                       \
   if (!built_with_cuda() || !torch::cuda::is_available())                                    \
