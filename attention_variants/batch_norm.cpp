@@ -48,6 +48,7 @@ struct SyncBatchNormFunction : public torch::autograd::Function<SyncBatchNormFun
     auto y = x * per_channel(scale.to(x.scalar_type())) + per_channel(offset.to(x.scalar_type()));
     ctx->save_for_backward({x, weight, mean.to(x.scalar_type()), invstd});
     ctx->saved_data["n"] = n;
+    ctx->saved_data["contributes"] = sync->contributes;  // a placeholder's rows are not part of the batch
     ctx->saved_data["sync"] = reinterpret_cast<int64_t>(sync);  // outlives the step: owned by the training loop
     return y;
   }
@@ -68,7 +69,15 @@ struct SyncBatchNormFunction : public torch::autograd::Function<SyncBatchNormFun
     sums.narrow(0, C, C).copy_(channel_sum(dy * xmu));       // Σ dy·(x − mean) (this rank)
     const auto grad_bias = sums.narrow(0, 0, C).to(x.scalar_type());
     const auto grad_weight = (sums.narrow(0, C, C) * invstd).to(x.scalar_type());
-    sync->all_sum(sums);
+    sync->all_sum(sums);  // every rank, placeholder or not: the collectives must match
+    if (!ctx->saved_data["contributes"].toBool()) {
+      // A placeholder's rows are not in the batch: the global Σ dy terms must not flow into them (they would reach
+      // the weights in front of this BatchNorm through the placeholder's backward). Its dy is zero, so its γ/β sums
+      // are zero too.
+      return {torch::zeros_like(x), weight.defined() ? grad_weight : torch::Tensor(),
+              weight.defined() ? grad_bias : torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(),
+              torch::Tensor(), torch::Tensor()};
+    }
     const auto mean_dy = sums.narrow(0, 0, C) / n;
     const auto mean_dy_xmu = sums.narrow(0, C, C) / n;
     auto gain = invstd;

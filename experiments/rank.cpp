@@ -77,10 +77,11 @@ ShardSpec parse_shard(const std::string& spec) {
 
 std::pair<int64_t, int64_t> shard_range(const ShardSpec& s, int64_t total, int64_t batch_size) {
   const int64_t batches = (total + batch_size - 1) / batch_size;
-  const int64_t b0 = batches * s.index / s.count, b1 = batches * (s.index + 1) / s.count;
-  TORCH_CHECK(b1 > b0, "--shard ", s.index, "/", s.count, ": ", total, " images in batches of ", batch_size, " are ",
+  // Every shard of the job fails alike when there are more shards than batches (not only the empty ones).
+  TORCH_CHECK(s.count <= batches, "--shard ", s.index, "/", s.count, ": ", total, " images in batches of ", batch_size, " are ",
               batches, " batch", batches == 1 ? "" : "es", ", too few for ", s.count, " shards (use at most ", batches,
               ", or a smaller --batch-size)");
+  const int64_t b0 = batches * s.index / s.count, b1 = batches * (s.index + 1) / s.count;
   return {b0 * batch_size, std::min(b1 * batch_size, total)};
 }
 

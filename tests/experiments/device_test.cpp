@@ -61,7 +61,7 @@ TEST(Device, CudaWithoutCudaIsOneLineNamingTheLibTorch) {
             std::string::npos)
       << out;
   EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
-  for (const std::string sub : {"train --out x", "rank --out x", "bench", "rank-merge a.h5 --out b.h5", "report x.h5"}) {
+  for (const std::string sub : {"train --out x", "rank --out x", "bench", "rank-merge a.h5 --out b.h5", "report x.h5 --out y"}) {
     out = run(std::string(RALA_BINARY) + " " + sub + " --device cuda:1", &status);
     EXPECT_NE(status, 0) << sub;
     EXPECT_NE(out.find("--device cuda:1: this rala was built against"), std::string::npos) << sub << ": " << out;
