@@ -410,6 +410,8 @@ TEST(DataParallel, TorchrunLaunchesTheBinary) {
   REQUIRE_DISTRIBUTED();
   const std::string torchrun = torchrun_path();
   if (torchrun.empty()) GTEST_SKIP() << "torchrun not installed (Debian package python3-torch)";
+  if (std::system("/usr/bin/python3 -c 'import torch.distributed.run' > /dev/null 2>&1") != 0)
+    GTEST_SKIP() << "/usr/bin/python3 cannot import torch.distributed.run (Debian package python3-torch)";
   test::TempDir dir;
   const auto env_launch = launch(2, train_args(dir.path / "env", 1), dir.path / "log_env");
   ASSERT_EQ(env_launch.status, std::vector<int>({0, 0})) << describe(env_launch);
