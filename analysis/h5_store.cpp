@@ -1,5 +1,7 @@
 #include "analysis/h5_store.h"
 
+#include <cstdio>
+
 #include <H5Cpp.h>
 
 #include <algorithm>
@@ -518,6 +520,38 @@ torch::Tensor File::read(const std::string& dataset_path) const {
   });
 }
 
+torch::Tensor File::read_rows(const std::string& dataset_path, int64_t start, int64_t count) const {
+  H5::H5File& f = handle(file_);
+  const std::string norm = dataset_path_checked(dataset_path, path_);
+  return translate("cannot read rows of " + in_file(norm, path_), [&] {
+    H5::DataSet ds = open_dataset(f, norm, path_);
+    const H5::DataType type = ds.getDataType();
+    const auto dtype = dtype_of(type);
+    if (!dtype) {
+      fail("cannot read " + in_file(norm, path_) + " as a tensor: it is " + describe(type) + "; expected " +
+           kSupportedList);
+    }
+    H5::DataSpace space = ds.getSpace();
+    const std::vector<hsize_t> dims = extent(space);
+    if (dims.empty()) fail("cannot read rows of " + in_file(norm, path_) + ": it is a scalar dataset");
+    if (start < 0 || count < 0 || static_cast<hsize_t>(start) + static_cast<hsize_t>(count) > dims[0]) {
+      fail("cannot read rows [" + std::to_string(start) + ", " + std::to_string(start + count) + ") of " +
+           in_file(norm, path_) + ": it has " + std::to_string(dims[0]) + " rows");
+    }
+    std::vector<int64_t> sizes(dims.begin(), dims.end());
+    sizes[0] = count;
+    torch::Tensor out = torch::empty(sizes, torch::TensorOptions().dtype(*dtype));
+    if (out.numel() == 0) return out;
+    std::vector<hsize_t> offset(dims.size(), 0), shape = dims;
+    offset[0] = static_cast<hsize_t>(start);
+    shape[0] = static_cast<hsize_t>(count);
+    space.selectHyperslab(H5S_SELECT_SET, shape.data(), offset.data());
+    const H5::DataSpace mem(static_cast<int>(shape.size()), shape.data());
+    ds.read(out.data_ptr(), *type_map(*dtype).mem_type, mem, space);
+    return out;
+  });
+}
+
 void File::create_group(const std::string& group_path) {
   H5::H5File& f = handle(file_);
   const std::string norm = normalize(group_path);
@@ -851,6 +885,65 @@ std::vector<double> File::attr_doubles(const std::string& object_path, const std
   return translate("cannot read " + attr_where(name, norm, path_), [&] {
     return read_numeric_attr<double>(f, norm, name, path_, true, false, H5::PredType::NATIVE_DOUBLE);
   });
+}
+
+std::string File::attr_text(const std::string& object_path, const std::string& name) const {
+  H5::H5File& f = handle(file_);
+  const std::string norm = normalize(object_path);
+  H5T_class_t cls = H5T_NO_CLASS;
+  int rank = 0;
+  translate("cannot read " + attr_where(name, norm, path_), [&] {
+    AttrHandle h = open_attr(f, norm, name, path_);
+    cls = h.type.getClass();
+    rank = h.rank;
+  });
+  if (cls == H5T_STRING) return attr_string(object_path, name);
+  std::vector<std::string> items;
+  if (cls == H5T_INTEGER) {
+    for (int64_t v : attr_ints(object_path, name)) items.push_back(std::to_string(v));
+  } else if (cls == H5T_FLOAT) {
+    for (double v : attr_doubles(object_path, name)) {
+      char buf[40];
+      std::snprintf(buf, sizeof buf, "%.17g", v);
+      items.push_back(buf);
+    }
+  } else {
+    fail(attr_where(name, norm, path_) + " is neither a string nor a number");
+  }
+  if (rank == 0 && items.size() == 1) return items[0];
+  std::string out = "[";
+  for (size_t i = 0; i < items.size(); ++i) out += (i ? ", " : "") + items[i];
+  return out + "]";
+}
+
+void File::copy_attr(const File& from, const std::string& from_path, const std::string& name,
+                     const std::string& to_path) {
+  H5::H5File& src = handle(from.file_);
+  const std::string norm = normalize(from_path);
+  H5T_class_t cls = H5T_NO_CLASS;
+  int rank = 0;
+  translate("cannot read " + attr_where(name, norm, from.path()), [&] {
+    AttrHandle h = open_attr(src, norm, name, from.path());
+    cls = h.type.getClass();
+    rank = h.rank;
+  });
+  if (cls == H5T_STRING) {
+    set_attr(to_path, name, from.attr_string(from_path, name));
+  } else if (cls == H5T_INTEGER) {
+    const auto v = from.attr_ints(from_path, name);
+    if (rank == 0 && v.size() == 1)
+      set_attr(to_path, name, v[0]);
+    else
+      set_attr(to_path, name, v);
+  } else if (cls == H5T_FLOAT) {
+    const auto v = from.attr_doubles(from_path, name);
+    if (rank == 0 && v.size() == 1)
+      set_attr(to_path, name, v[0]);
+    else
+      set_attr(to_path, name, v);
+  } else {
+    fail("cannot copy " + attr_where(name, norm, from.path()) + ": it is neither a string nor a number");
+  }
 }
 
 void File::flush() {

@@ -67,6 +67,9 @@ class File {
   /// Reads a dataset into a CPU tensor of the matching dtype (F32->kFloat32, F64->kFloat64, I64->kInt64,
   /// I32->kInt32, U8->kUInt8); other types throw. A scalar dataset gives a 0-d tensor.
   torch::Tensor read(const std::string& dataset_path) const;
+  /// Rows [start, start + count) along dim 0 of a dataset of rank ≥ 1 (a hyperslab: only those rows are read, so
+  /// a reader of a large dataset bounds its memory by `count`). Throws when the range is outside the dataset.
+  torch::Tensor read_rows(const std::string& dataset_path, int64_t start, int64_t count) const;
   /// Writes a tensor (any of those dtypes; non-contiguous ok; made contiguous, on CPU) as a dataset; parent groups
   /// created on demand; overwrites an existing dataset of that name (the old one is unlinked; HDF5 does not reclaim
   /// its space). A 0-d tensor is written as a scalar dataset. When `compress` is true and numel > 0 the dataset is
@@ -112,6 +115,12 @@ class File {
   std::vector<int64_t> attr_ints(const std::string& object_path, const std::string& name) const;
   /// A float or integer attribute, scalar (one element) or 1-D, converted to double.
   std::vector<double> attr_doubles(const std::string& object_path, const std::string& name) const;
+  /// Any string, integer or float attribute as text, for comparisons and messages: a string as is, a number as
+  /// printed with %lld / %.17g (so equal text = equal value), a 1-D array as "[a, b, c]".
+  std::string attr_text(const std::string& object_path, const std::string& name) const;
+  /// Copies attribute `name` of `from_path` in `from` onto `to_path` in this file: strings as variable-length UTF-8,
+  /// integers as I64 and floats as F64, scalar or 1-D as stored (what set_attr writes).
+  void copy_attr(const File& from, const std::string& from_path, const std::string& name, const std::string& to_path);
 
   /// Flushes all buffers of the file to disk.
   void flush();

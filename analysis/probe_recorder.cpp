@@ -207,4 +207,42 @@ void ProbeRecorder::flush_batch(int64_t batch) {
   images_ += batch;
 }
 
+std::map<std::string, std::map<std::string, ProbeSummary>> summarize_results(const h5::File& file,
+                                                                             int64_t block_rows) {
+  TORCH_CHECK(block_rows > 0, "summarize_results: block_rows must be > 0, got ", block_rows);
+  std::map<std::string, std::map<std::string, ProbeSummary>> out;
+  if (!file.is_group("/layers")) return out;
+  for (const auto& layer : file.list("/layers")) {
+    const std::string lg = "/layers/" + layer;
+    if (!file.is_group(lg)) continue;
+    for (const auto& probe : file.list(lg)) {
+      const std::string g = lg + "/" + probe;
+      if (!file.is_dataset(g + "/rank") || !file.is_dataset(g + "/effective_rank")) continue;  // alpha: values only
+      const auto shape = file.shape(g + "/rank");
+      TORCH_CHECK(shape.size() == 2, "'", file.path(), "': ", g, "/rank must be (images, heads)");
+      const bool has_status = file.is_dataset(g + "/status") && file.is_dataset(g + "/singular_values");
+      auto& summary = out[layer][probe];
+      for (int64_t start = 0; start < shape[0]; start += block_rows) {
+        const int64_t n = std::min(block_rows, shape[0] - start);
+        const auto rank = file.read_rows(g + "/rank", start, n).to(torch::kFloat64).contiguous();
+        const auto erank = file.read_rows(g + "/effective_rank", start, n).to(torch::kFloat64).contiguous();
+        torch::Tensor skipped;  // (n, heads): no spectrum was computed (status ≠ 0 and all singular values zero)
+        if (has_status) {
+          const auto status = file.read_rows(g + "/status", start, n);
+          const auto sv = file.read_rows(g + "/singular_values", start, n);
+          skipped = status.ne(0).logical_and(sv.eq(0).all(2)).contiguous();
+        }
+        const double* r = rank.data_ptr<double>();
+        const double* e = erank.data_ptr<double>();
+        for (int64_t i = 0; i < rank.numel(); ++i) {
+          if (skipped.defined() && skipped.data_ptr<bool>()[i]) continue;
+          summary.rank.add(r[i]);
+          summary.effective_rank.add(e[i]);
+        }
+      }
+    }
+  }
+  return out;
+}
+
 }  // namespace rala

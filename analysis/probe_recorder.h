@@ -69,6 +69,13 @@ struct ProbeSummary {
   RunningStat rank, effective_rank;
 };
 
+/// The summary a ProbeRecorder computes (summary()), recomputed from a results file it wrote: per layer and ranked
+/// probe, mean ± std of `rank` and `effective_rank` over images and heads, in the recorder's order (image by image,
+/// head by head) and skipping the (image, head) entries the recorder skipped (no spectrum: status ≠ 0 and no
+/// singular values), so it is the recorder's summary bit for bit. Reads `block_rows` images at a time.
+std::map<std::string, std::map<std::string, ProbeSummary>> summarize_results(const h5::File& file,
+                                                                             int64_t block_rows = 1024);
+
 class ProbeRecorder {
  public:
   /// `store` may be null (summaries only); otherwise rows go to it under /layers.

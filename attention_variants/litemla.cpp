@@ -39,7 +39,7 @@ std::vector<int64_t> parse_scales(const std::string& text) {
 
 LitemlaConvLayerImpl::LitemlaConvLayerImpl(int64_t in, int64_t out, bool with_norm) {
   conv = register_module("conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 1).bias(false)));
-  if (with_norm) norm = register_module("norm", torch::nn::BatchNorm2d(torch::nn::BatchNorm2dOptions(out).eps(1e-5)));
+  if (with_norm) norm = register_module("norm", BatchNorm2d(torch::nn::BatchNorm2dOptions(out).eps(1e-5)));
 }
 
 torch::Tensor LitemlaConvLayerImpl::forward(const torch::Tensor& x) {

@@ -27,6 +27,7 @@
 ///   rala::LitemlaAttention attn(rala::AttentionOptions(64, 2));                     // d = 32, scales 5
 ///   rala::LitemlaAttention two(rala::AttentionOptions(64, 2).set("scales", "3,5"));
 
+#include "attention_variants/batch_norm.h"
 #include "attention_variants/common.h"
 
 namespace rala {
@@ -38,7 +39,7 @@ class LitemlaConvLayerImpl : public torch::nn::Module {
   LitemlaConvLayerImpl(int64_t in, int64_t out, bool with_norm);
   torch::Tensor forward(const torch::Tensor& x);
   torch::nn::Conv2d conv{nullptr};
-  torch::nn::BatchNorm2d norm{nullptr};  ///< empty without norm
+  BatchNorm2d norm{nullptr};  ///< empty without norm
 };
 TORCH_MODULE(LitemlaConvLayer);
 

@@ -21,7 +21,9 @@
 
 #include "analysis/h5_store.h"
 #include "experiments/model_loading.h"
+#include "experiments/device.h"
 #include "experiments/rank.h"
+#include "experiments/train/distributed.h"
 #include "experiments/runtime.h"
 #include "models/checkpoint.h"
 #include "models/presets.h"
@@ -56,12 +58,15 @@ double inference_throughput(AnyModel& model, int64_t batch, int64_t size, int it
   model.module()->eval();
   const int threads = at::get_num_threads();
   at::set_num_threads(1);
-  auto x = torch::randn({batch, 3, size, size}, torch::TensorOptions().dtype(torch::kFloat32));
+  const torch::Device device = model_device(model);
+  auto x = torch::randn({batch, 3, size, size}, torch::TensorOptions().dtype(torch::kFloat32)).to(device);
   for (int i = 0; i < 2; ++i) model.forward(x);
+  synchronize(device);
   double best = std::numeric_limits<double>::infinity();
   for (int i = 0; i < iters; ++i) {
     auto t0 = std::chrono::steady_clock::now();
     model.forward(x);
+    synchronize(device);
     best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   at::set_num_threads(threads);
@@ -137,7 +142,7 @@ pid_t spawn_training(const TrainJob& job) {
   const std::string log = (fs::path(job.config.out) / "train.log").string();
   fs::create_directories(job.config.out);
   std::vector<std::string> args = {exe, "--threads", "1", "train", "--config-json", job.config.to_json(),
-                                   "--out", job.config.out, "--quiet"};
+                                   "--out", job.config.out, "--quiet", "--device", device_string(run_device())};
   if (job.config.resume) args.push_back("--resume");
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
@@ -151,6 +156,24 @@ pid_t spawn_training(const TrainJob& job) {
   posix_spawn_file_actions_destroy(&actions);
   TORCH_CHECK(rc == 0, "cannot start '", exe, " train' for ", job.name, ": ", std::strerror(rc));
   return pid;
+}
+
+/// Several processes (a launcher's environment): each training runs data-parallel across all of them, one after
+/// another, in this process (every rank runs the same list in the same order).
+void run_training_jobs_distributed(std::vector<TrainJob>& jobs, bool quiet, bool main_rank) {
+  const auto t0 = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    TrainConfig config = jobs[i].config;
+    config.quiet = quiet || !main_rank;
+    try {
+      train(config);
+    } catch (const std::exception& e) {
+      TORCH_CHECK(false, "training ", jobs[i].name, " failed: ", error_line(e));
+    }
+    if (!quiet && main_rank)
+      std::fprintf(stderr, "[%zu/%zu] %s trained (%.0f s)\n", i + 1, jobs.size(), jobs[i].name.c_str(),
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
 }
 
 /// Runs the jobs, at most `parallel` at a time; throws naming the first failed job and its last log line.
@@ -219,6 +242,15 @@ ResultsTable run_ablation(const AblationGrid& grid, const std::string& out, bool
   if (parallel <= 0) parallel = grid.jobs;
   if (parallel <= 0) parallel = std::max<int64_t>(1, static_cast<int64_t>(std::thread::hardware_concurrency()));
   for (const auto& c : grid.configs) AnyModel(grid.train.model, c.pattern, c.settings);  // validate up front
+  // Under a launcher (torchrun, srun, mpirun): the trainings run data-parallel across the processes; rank 0 alone
+  // writes --out and runs the rank analyses and the table.
+  Distributed* dist = nullptr;
+  if (read_dist_env().world_size > 1) {
+    DistOptions options;
+    options.device = run_device();
+    dist = Distributed::world(options);
+  }
+  const bool main_rank = dist == nullptr || dist->is_main();
   auto run_dir = [&](const AblationConfig& config, int64_t seed) {
     return fs::path(out) / "runs" / (slug(config.name) + "_seed" + std::to_string(seed));
   };
@@ -227,9 +259,11 @@ ResultsTable run_ablation(const AblationGrid& grid, const std::string& out, bool
   };
 
   // The grid that made DIR (if any) must be this one, configuration by configuration.
-  const auto stored = stored_specs(out);
   std::map<std::string, std::string> specs;
   for (size_t i = 0; i < grid.configs.size(); ++i) specs[grid.configs[i].name] = grid.config_spec(i);
+  std::string prepare_error;
+  if (main_rank) try {
+  const auto stored = stored_specs(out);
   if (!stored.empty()) {
     std::vector<std::string> changed, added, removed;
     for (const auto& [name, spec] : specs) {
@@ -267,6 +301,11 @@ ResultsTable run_ablation(const AblationGrid& grid, const std::string& out, bool
     write_text_atomically(fs::path(out) / "grid.json", record.dump(2) + "\n");
     write_text_atomically(fs::path(out) / "grid.yaml", grid.text);
   }
+  } catch (const std::exception& e) {
+    if (dist == nullptr) throw;
+    prepare_error = error_line(e);
+  }
+  if (dist != nullptr) dist->agree(prepare_error, "preparing the ablation");
   ResultsTable table = make_ablation_table(grid.analysis.probes, grid.analysis.summary_stages);
   const std::string table_path = (fs::path(out) / "ablation.h5").string();
   const auto started = std::chrono::steady_clock::now();
@@ -285,9 +324,17 @@ ResultsTable run_ablation(const AblationGrid& grid, const std::string& out, bool
       job.config.resume = fs::exists(run_dir(config, seed) / "checkpoint.pth");  // continue an interrupted grid
       jobs.push_back(job);
     }
-  if (!quiet)
-    std::cerr << "training " << jobs.size() << " models, " << parallel << " at a time (logs in runs/*/train.log)\n";
-  run_training_jobs(jobs, parallel, quiet);
+  if (dist != nullptr) {
+    if (!quiet && main_rank)
+      std::cerr << "training " << jobs.size() << " models one after another, each on " << dist->world_size()
+                << " processes\n";
+    run_training_jobs_distributed(jobs, quiet, main_rank);
+    if (!main_rank) return table;  // rank 0 analyses the trained models and writes the table
+  } else {
+    if (!quiet)
+      std::cerr << "training " << jobs.size() << " models, " << parallel << " at a time (logs in runs/*/train.log)\n";
+    run_training_jobs(jobs, parallel, quiet);
+  }
 
   // Phase 2: per configuration, rank analysis of the test images and inference throughput.
   std::string probe_list;
@@ -442,6 +489,7 @@ void add_ablate_command(CLI::App& app) {
     TORCH_CHECK(!a->out.empty(), "--out DIR is required (or --dry-run)");
     const auto t0 = std::chrono::steady_clock::now();
     const auto table = run_ablation(grid, a->out, a->quiet, a->overwrite, a->jobs);
+    if (Distributed* dist = Distributed::world(); dist != nullptr && !dist->is_main()) return;  // rank 0 reports
     print_ablation_table(std::cout, table);
     std::cout << "ablation '" << grid.name << "' took "
               << fmt(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 0) << " s; wrote "

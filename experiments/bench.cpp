@@ -22,6 +22,7 @@
 #include "analysis/results_table.h"
 #include "attention_variants/fused.h"
 #include "attention_variants/registry.h"
+#include "experiments/device.h"
 #include "experiments/runtime.h"
 #include "models/presets.h"
 
@@ -120,17 +121,20 @@ double peak_memory_mb() { return proc_kb_field("/proc/self/status", "VmHWM"); }
 double resident_memory_mb() { return proc_kb_field("/proc/self/status", "VmRSS"); }
 double available_memory_mb() { return proc_kb_field("/proc/meminfo", "MemAvailable"); }
 
-double measure_gemm_gflops(int64_t n, int reps) {
+double measure_gemm_gflops(int64_t n, int reps, const std::string& device_spec) {
   TORCH_CHECK(n > 0 && reps > 0, "GEMM size and repetitions must be positive, got ", n, " and ", reps);
+  const torch::Device device(device_spec);
   torch::NoGradGuard no_grad;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(1234);
-  auto a = torch::randn({n, n}, gen, torch::kFloat32), b = torch::randn({n, n}, gen, torch::kFloat32);
-  auto c = torch::empty({n, n}, torch::kFloat32);
-  torch::mm_out(c, a, b);  // warm-up (pages, thread pools)
+  auto a = torch::randn({n, n}, gen, torch::kFloat32).to(device), b = torch::randn({n, n}, gen, torch::kFloat32).to(device);
+  auto c = torch::empty({n, n}, a.options());
+  torch::mm_out(c, a, b);  // warm-up (pages, thread pools, GPU kernels)
+  synchronize(device);
   double best = std::numeric_limits<double>::infinity();
   for (int r = 0; r < reps; ++r) {
     auto t0 = Clock::now();
     torch::mm_out(c, a, b);
+    synchronize(device);
     best = std::min(best, seconds_since(t0));
   }
   return 2.0 * static_cast<double>(n) * n * n / best / 1e9;
@@ -237,11 +241,13 @@ ResultsTable make_bench_table() {
       .add_column("latency_p95_ms", K::number, "ms", "95th percentile (nearest rank) of the iteration time")
       .add_column("peak_memory_mb", K::number, "MiB",
                   "resident high-water (VmHWM) of the process during this configuration alone (reset via "
-                  "/proc/self/clear_refs before it), model and runtime included")
+                  "/proc/self/clear_refs before it), model and runtime included; on a GPU the peak of LibTorch's "
+                  "CUDA caching allocator")
       .add_column("gmacs", K::number, "GMACs", "multiply-accumulates of one image's forward (models/macs, with matmuls)")
       .add_column("gflops", K::number, "GFLOP/s",
                   "achieved: 2·MACs·batch / median latency (train: 3× the forward MACs, backward ≈ 2× forward)")
-      .add_column("gemm_gflops", K::number, "GFLOP/s", "fp32 square GEMM rate measured in this process before the run")
+      .add_column("gemm_gflops", K::number, "GFLOP/s",
+                  "fp32 square GEMM rate measured in this process, on the same device, before the run")
       .add_column("gemm_ratio", K::number, "", "gflops / gemm_gflops")
       .add_column("baseline_memory_mb", K::number, "MiB", "resident size before the model was built")
       .add_column("blas_threads", K::integer, "", "OpenBLAS threads during the model's iterations (GEMM reference: threads)")
@@ -266,6 +272,7 @@ void run_model_bench(const BenchConfig& c, ResultsTable& table, std::ostream& lo
   const int threads = at::get_num_threads();
   const int blas_threads = c.blas_threads > 0 ? static_cast<int>(c.blas_threads) : threads;
   set_blas_threads(blas_threads);
+  const torch::Device device = run_device();
   const double limit = resolve_limit(c.memory_limit_mb);
   std::vector<std::string> patterns = c.patterns;
   if (patterns.empty()) patterns.push_back("");
@@ -274,6 +281,7 @@ void run_model_bench(const BenchConfig& c, ResultsTable& table, std::ostream& lo
       release_free_memory();  // what earlier configurations freed does not count towards this one
       const double baseline = resident_memory_mb();
       const bool scoped = reset_peak_memory();
+      reset_device_peak(device);
       torch::manual_seed(c.seed);
       AnyModel model(c.model, pattern, c.settings);
       const double gmacs = static_cast<double>(model.macs(size, size).with_matmuls) / 1e9;
@@ -281,7 +289,7 @@ void run_model_bench(const BenchConfig& c, ResultsTable& table, std::ostream& lo
                                             {"pattern", model.pattern()},
                                             {"mode", c.mode},
                                             {"dtype", c.dtype},
-                                            {"device", std::string("cpu")},
+                                            {"device", device_string(device)},
                                             {"commit", git_commit()},
                                             {"threads", int64_t{threads}},
                                             {"batch", c.batch},
@@ -301,13 +309,13 @@ void run_model_bench(const BenchConfig& c, ResultsTable& table, std::ostream& lo
               << std::get<std::string>(row["status"]) << "\n";
         continue;
       }
-      model.module()->to(dtype);
+      model.module()->to(device, dtype);
       model.module()->train(train);
       auto gen = at::make_generator<at::CPUGeneratorImpl>(c.seed + 1);
-      auto x = torch::randn({c.batch, 3, size, size}, gen, torch::kFloat32).to(dtype);
+      auto x = torch::randn({c.batch, 3, size, size}, gen, torch::kFloat32).to(device, dtype);
       const int64_t classes =
           model.is_ravlt() ? model.ravlt()->options().num_classes() : model.deit()->options().num_classes();
-      auto labels = torch::randint(classes, {c.batch}, gen, torch::kInt64);
+      auto labels = torch::randint(classes, {c.batch}, gen, torch::kInt64).to(device);
       std::unique_ptr<torch::optim::SGD> sgd;
       if (train) sgd = std::make_unique<torch::optim::SGD>(model.module()->parameters(),
                                                            torch::optim::SGDOptions(1e-4).momentum(0.9));
@@ -324,18 +332,20 @@ void run_model_bench(const BenchConfig& c, ResultsTable& table, std::ostream& lo
         }
       };
       for (int64_t i = 0; i < c.warmup; ++i) step();
+      synchronize(device);
       RoundResult best;
       double best_ratio = -1;
       const double flop_per_iter = 2.0 * gmacs * 1e9 * static_cast<double>(c.batch) * (train ? 3.0 : 1.0);
       for (int64_t r = 0; r < c.rounds; ++r) {
         RoundResult rr;
         set_blas_threads(threads);  // the machine's rate: OpenBLAS on every thread
-        rr.gemm = measure_gemm_gflops(c.gemm_size, 3);
+        rr.gemm = measure_gemm_gflops(c.gemm_size, 3, device.str());
         set_blas_threads(blas_threads);
         std::vector<double> ms;
         for (int64_t i = 0; i < c.iters; ++i) {
           auto t0 = Clock::now();
           step();
+          synchronize(device);  // a GPU's queued kernels belong to this iteration
           ms.push_back(1e3 * seconds_since(t0));
         }
         std::tie(rr.median_ms, rr.p95_ms) = median_p95(ms);
@@ -358,7 +368,9 @@ void run_model_bench(const BenchConfig& c, ResultsTable& table, std::ostream& lo
       row["images_per_s"] = static_cast<double>(c.batch) / (best.median_ms * 1e-3);
       row["latency_median_ms"] = best.median_ms;
       row["latency_p95_ms"] = best.p95_ms;
-      row["peak_memory_mb"] = peak_memory_mb();
+      const double peak = device.is_cuda() ? static_cast<double>(device_peak_bytes(device)) / (1024.0 * 1024.0)
+                                           : peak_memory_mb();
+      row["peak_memory_mb"] = peak;
       row["gflops"] = gflops;
       row["gemm_gflops"] = best.gemm;
       row["gemm_ratio"] = gflops / best.gemm;
@@ -368,7 +380,8 @@ void run_model_bench(const BenchConfig& c, ResultsTable& table, std::ostream& lo
         log << "bench " << model.preset() << " " << model.pattern() << " " << c.mode << " " << c.dtype << " "
             << size << "² batch " << c.batch << ": " << fmt("%.2f", std::get<double>(row["images_per_s"]))
             << " images/s, " << fmt("%.1f", gflops) << " GFLOP/s = " << fmt("%.1f", 100 * gflops / best.gemm)
-            << " % of GEMM " << fmt("%.1f", best.gemm) << ", peak " << fmt("%.0f", peak_memory_mb()) << " MiB\n";
+            << " % of GEMM " << fmt("%.1f", best.gemm) << ", peak " << fmt("%.0f", peak) << " MiB"
+            << (device.is_cuda() ? " on " + device_string(device) : std::string()) << "\n";
     }
   }
 }
@@ -430,6 +443,7 @@ std::map<std::string, double> run_attention_bench(const AttentionBenchConfig& c,
   const int threads = at::get_num_threads();
   set_blas_threads(threads);
   const double limit = resolve_limit(c.memory_limit_mb);
+  const torch::Device device = run_device();
   c10::InferenceMode guard;
   std::map<std::string, double> slopes;
   for (const auto& info : kVariants) {
@@ -440,7 +454,7 @@ std::map<std::string, double> run_attention_bench(const AttentionBenchConfig& c,
       std::map<std::string, TableValue> row{{"variant", std::string(info.name)}, {"tokens", n},
                                             {"channels", c.channels},           {"heads", c.heads},
                                             {"side", side},                     {"dtype", c.dtype},
-                                            {"device", std::string("cpu")},     {"commit", git_commit()},
+                                            {"device", device_string(device)},  {"commit", git_commit()},
                                             {"threads", int64_t{threads}}};
       if (!info.kernel) {
         const double need = 2.0 * c.heads * static_cast<double>(n) * n * dtype_bytes(dtype) / (1024.0 * 1024.0);
@@ -457,25 +471,31 @@ std::map<std::string, double> run_attention_bench(const AttentionBenchConfig& c,
       torch::manual_seed(0);
       auto attn = make_attention(info.variant, AttentionOptions(c.channels, c.heads));
       attn->eval();
-      attn->to(dtype);
+      attn->to(device, dtype);
+      reset_device_peak(device);
       auto gen = at::make_generator<at::CPUGeneratorImpl>(7);
-      auto x = torch::randn({1, c.channels, side, side}, gen, torch::kFloat32).to(dtype);
+      auto x = torch::randn({1, c.channels, side, side}, gen, torch::kFloat32).to(device, dtype);
       auto ctx = AttentionContext::for_input(x, c.channels / c.heads);
       // Fewer iterations where one call is long (softmax at tens of thousands of tokens): ≥ 1, ≤ iters.
       auto t0 = Clock::now();
       attn->forward(x, ctx);
+      synchronize(device);
       const double first = seconds_since(t0);
       const int64_t warm = first > 1.0 ? 0 : c.warmup, iters = first > 1.0 ? std::min<int64_t>(c.iters, 2) : c.iters;
       for (int64_t i = 0; i < warm; ++i) attn->forward(x, ctx);
+      synchronize(device);
       std::vector<double> ms;
       for (int64_t i = 0; i < iters; ++i) {
         auto t = Clock::now();
         attn->forward(x, ctx);
+        synchronize(device);
         ms.push_back(1e3 * seconds_since(t));
       }
       const double median = median_p95(ms).first;
+      const double peak = device.is_cuda() ? static_cast<double>(device_peak_bytes(device)) / (1024.0 * 1024.0)
+                                           : peak_memory_mb();
       row["time_ms"] = median;
-      row["peak_memory_mb"] = peak_memory_mb();
+      row["peak_memory_mb"] = peak;
       row["status"] = std::string("ok");
       rows.push_back(row);
       ns.push_back(static_cast<double>(n));
@@ -486,7 +506,7 @@ std::map<std::string, double> run_attention_bench(const AttentionBenchConfig& c,
       }
       if (!c.quiet)
         log << "attention " << info.name << " N=" << n << ": " << fmt("%.3f", median) << " ms, peak "
-            << fmt("%.0f", peak_memory_mb()) << " MiB\n";
+            << fmt("%.0f", peak) << " MiB\n";
     }
     // Fit over N ≥ slope_min_tokens (below it fixed per-call costs dominate) when two such sizes were measured.
     if (ns_fit.size() < 2) {

@@ -100,6 +100,6 @@ double resident_memory_mb();
 double available_memory_mb();
 
 /// The fp32 GEMM rate of this process: best of `reps` n×n·n×n products, in GFLOP/s (2n³ per product).
-double measure_gemm_gflops(int64_t n, int reps);
+double measure_gemm_gflops(int64_t n, int reps, const std::string& device = "cpu");
 
 }  // namespace rala

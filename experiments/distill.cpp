@@ -17,6 +17,7 @@
 #include "experiments/data/transforms.h"
 #include "experiments/model_loading.h"
 #include "experiments/progress.h"
+#include "experiments/device.h"
 #include "experiments/runtime.h"
 #include "experiments/train/schedule.h"
 #include "experiments/train/train_loop.h"
@@ -185,10 +186,12 @@ class Images {
   bool labelled() const { return split_ != nullptr; }
   const std::string& description() const { return description_; }
   std::vector<std::string> classes() const { return split_ ? split_->classes() : std::vector<std::string>{}; }
-  /// Images (B, 3, S, S) and labels (B,) (undefined for synthetic).
+  /// Images (B, 3, S, S) and labels (B,) (undefined for synthetic), on run_device().
   std::pair<torch::Tensor, torch::Tensor> batch(const torch::Tensor& indices) const {
-    if (!split_) return {synthetic_.index_select(0, indices), torch::Tensor()};
-    return split_->batch(indices, /*augment=*/false, data::make_generator(0));
+    const torch::Device device = run_device();
+    if (!split_) return {synthetic_.index_select(0, indices).to(device), torch::Tensor()};
+    auto [x, y] = split_->batch(indices, /*augment=*/false, data::make_generator(0));
+    return {x.to(device), y.to(device)};
   }
 
  private:
@@ -352,6 +355,7 @@ DistillResult distill(const DistillConfig& requested) {
                 e.what_without_backtrace());
   }
 
+  student.module()->to(run_device());  // the teacher is there already (load_model)
   // Only the feature maps of the distilled layers learn; eval mode keeps BatchNorm statistics and drop path still.
   for (auto& p : student.module()->parameters()) p.set_requires_grad(false);
   for (auto* h : distilled)

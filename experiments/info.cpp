@@ -8,7 +8,9 @@
 #include <iostream>
 
 #include "attention_variants/registry.h"
+#include "experiments/device.h"
 #include "experiments/runtime.h"
+#include "experiments/train/distributed.h"
 #include "models/presets.h"
 
 namespace rala {
@@ -38,7 +40,15 @@ void print_model_header(std::ostream& out) {
 
 void print_info(std::ostream& out) {
   out << "RALA Lab " << tool_version() << " (commit " << git_commit() << ")\n";
-  out << "LibTorch " << torch_version() << ", device cpu" << (torch::cuda::is_available() ? " (cuda available)" : "")
+  out << torch_build_description() << "\n";
+  out << "devices  ";
+  const auto devices = visible_devices();
+  for (size_t i = 0; i < devices.size(); ++i) out << (i ? "; " : "") << devices[i];
+  out << " (this run: " << device_description(run_device()) << ")\n";
+  out << "multi-process training: "
+      << (distributed_available() ? "c10d Gloo" + std::string(built_with_cuda() ? " (NCCL when built with it)" : "") +
+                                        ", launched by torchrun, srun or mpirun"
+                                  : distributed_unavailable_reason())
       << "\n";
   out << "threads  " << at::get_num_threads() << " intra-op\n";
   out << "BLAS     " << blas_info() << "\n";

@@ -7,6 +7,7 @@
 #include "analysis/h5_store.h"
 #include "attention_variants/common.h"
 #include "attention_variants/registry.h"
+#include "experiments/device.h"
 #include "experiments/runtime.h"
 #include "models/checkpoint.h"
 
@@ -92,17 +93,19 @@ LayerResult run_layer(const LayerArgs& a) {
   load_state_dict(*layer,
                   fit_linear_and_conv(state_from_official(variant, read_state(f, a.input_h5)), state_dict(*layer)));
 
-  auto x = input.to(torch::kFloat32);
+  const torch::Device device = run_device();
+  layer->to(device);
+  auto x = input.to(device, torch::kFloat32);
   auto ctx = AttentionContext::for_input(x, dim / heads);
   if (layer->uses_rope() && f.is_dataset("rope_sin")) {
     TORCH_CHECK(f.is_dataset("rope_cos"), "'", a.input_h5, "' has rope_sin but no rope_cos");
-    ctx.rope_sin = f.read("rope_sin").to(torch::kFloat32);
-    ctx.rope_cos = f.read("rope_cos").to(torch::kFloat32);
+    ctx.rope_sin = f.read("rope_sin").to(device, torch::kFloat32);
+    ctx.rope_cos = f.read("rope_cos").to(device, torch::kFloat32);
   }
   LayerResult r;
   {
     torch::NoGradGuard no_grad;
-    r.output = layer->forward(x, ctx).contiguous();
+    r.output = layer->forward(x, ctx).cpu().contiguous();
   }
   r.settings = layer->settings().describe();
   if (!a.output_h5.empty()) {

@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "experiments/device.h"
 #include "experiments/runtime.h"
 #include "models/checkpoint.h"
 
@@ -56,7 +57,13 @@ LoadedModel load_model(const ModelFlags& flags) {
     }
   }
   out.model->module()->eval();
+  out.model->module()->to(run_device());  // --device: weights and buffers (RoPE angles) there; inputs follow
   return out;
+}
+
+torch::Device model_device(const AnyModel& model) {
+  for (const auto& p : model.module()->parameters()) return p.device();
+  return torch::Device(torch::kCPU);
 }
 
 std::string model_meta_json(const AnyModel& model, const std::vector<std::string>& classes) {

@@ -28,7 +28,8 @@ struct ModelFlags {
 };
 
 /// A model built from flags, with its weights: a checkpoint's pattern and settings (own format, from its meta) are used
-/// unless the flags give them; the class count follows the checkpoint's `head.bias`. Put in eval mode.
+/// unless the flags give them; the class count follows the checkpoint's `head.bias`. Put in eval mode, on run_device()
+/// (device.h; model_device() tells where a model lives, so callers move their inputs there).
 struct LoadedModel {
   std::unique_ptr<AnyModel> model;
   std::vector<std::string> classes;  ///< class names from the checkpoint's meta, if any
@@ -37,5 +38,8 @@ LoadedModel load_model(const ModelFlags& flags);
 
 /// The 'meta' JSON of our own checkpoints: preset, attn_pattern, attn_settings, classes, tool_version, git_commit.
 std::string model_meta_json(const AnyModel& model, const std::vector<std::string>& classes = {});
+
+/// The device of a model's parameters (cpu for a model without any).
+torch::Device model_device(const AnyModel& model);
 
 }  // namespace rala

@@ -29,7 +29,7 @@ torch::Tensor logits_of(AnyModel& model, const torch::Tensor& inputs, int64_t ba
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> out;
   for (int64_t i = 0; i < inputs.size(0); i += batch_size)
-    out.push_back(model.forward(inputs.narrow(0, i, std::min(batch_size, inputs.size(0) - i))));
+    out.push_back(model.forward(inputs.narrow(0, i, std::min(batch_size, inputs.size(0) - i)).to(model_device(model))).cpu());
   return torch::cat(out);
 }
 

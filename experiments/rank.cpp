@@ -12,6 +12,7 @@
 #include "analysis/h5_store.h"
 #include "attention_variants/registry.h"
 #include "experiments/data/image_source.h"
+#include "experiments/device.h"
 #include "experiments/model_loading.h"
 #include "experiments/progress.h"
 #include "experiments/runtime.h"
@@ -36,7 +37,7 @@ std::optional<double> parse_tolerance(const std::string& t) {
   return v;
 }
 
-/// "<out>/<preset>_<pattern>[_<settings>].h5"
+/// "<out>/<preset>_<pattern>[_<settings>].h5", or "….shard-K-of-N.h5" for a shard.
 std::string results_path(const RankArgs& a, const std::string& preset, const std::string& pattern) {
   std::string name = preset + "_" + pattern;
   for (const auto& s : a.model.settings) {
@@ -44,18 +45,62 @@ std::string results_path(const RankArgs& a, const std::string& preset, const std
     for (char c : s) clean += std::isalnum(static_cast<unsigned char>(c)) ? c : '-';
     name += "_" + clean;
   }
+  const ShardSpec shard = parse_shard(a.shard);
+  if (shard.sharded()) name += ".shard-" + std::to_string(shard.index) + "-of-" + std::to_string(shard.count);
   return (fs::path(a.out) / (name + ".h5")).string();
 }
 
 }  // namespace
+
+ShardSpec parse_shard(const std::string& spec) {
+  ShardSpec s;
+  if (spec.empty()) return s;
+  const auto slash = spec.find('/');
+  size_t used_k = 0, used_n = 0;
+  long long k = -1, n = -1;
+  try {
+    if (slash != std::string::npos) {
+      k = std::stoll(spec.substr(0, slash), &used_k);
+      n = std::stoll(spec.substr(slash + 1), &used_n);
+    }
+  } catch (const std::exception&) {
+    used_k = used_n = 0;
+  }
+  TORCH_CHECK(slash != std::string::npos && used_k == slash && used_n == spec.size() - slash - 1 && n >= 1 && k >= 0 &&
+                  k < n && spec[0] != '+' && spec[slash + 1] != '+',
+              "--shard must be K/N with 0 <= K < N (K 0-based, e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT for "
+              "--array=0-(N-1)), got '", spec, "'");
+  s.index = k;
+  s.count = n;
+  return s;
+}
+
+std::pair<int64_t, int64_t> shard_range(const ShardSpec& s, int64_t total, int64_t batch_size) {
+  const int64_t batches = (total + batch_size - 1) / batch_size;
+  // Every shard of the job fails alike when there are more shards than batches (not only the empty ones).
+  TORCH_CHECK(s.count <= batches, "--shard ", s.index, "/", s.count, ": ", total, " images in batches of ", batch_size, " are ",
+              batches, " batch", batches == 1 ? "" : "es", ", too few for ", s.count, " shards (use at most ", batches,
+              ", or a smaller --batch-size)");
+  const int64_t b0 = batches * s.index / s.count, b1 = batches * (s.index + 1) / s.count;
+  return {b0 * batch_size, std::min(b1 * batch_size, total)};
+}
 
 RankSummary run_rank(const RankArgs& a, const std::string& pattern, const std::string& path, LoadedModel* analysed) {
   ModelFlags flags = a.model;
   if (!pattern.empty()) flags.pattern = pattern;
   auto loaded = load_model(flags);
   AnyModel& model = *loaded.model;
+  const torch::Device device = run_device();
+  model.module()->to(device);  // weights, buffers (RoPE angles) and so every table built from them
   const int64_t size = a.image_size > 0 ? a.image_size : model.default_image_size();
   data::ImageSource source(a.data, size, a.num_images, a.model.seed);
+  const ShardSpec shard = parse_shard(a.shard);
+  const int64_t total_images = source.total();
+  std::pair<int64_t, int64_t> range{0, total_images};
+  if (shard.sharded()) {
+    range = shard_range(shard, total_images, a.batch_size);
+    source.restrict_to(range.first, range.second, a.batch_size);
+  }
 
   std::vector<RecorderLayer> layers;
   for (const auto& l : model.attention_layers())
@@ -82,13 +127,25 @@ RankSummary run_rank(const RankArgs& a, const std::string& pattern, const std::s
     file.set_attr("/", "weights", flags.weights_description());
     file.set_attr("/", "dataset", source.description());
     file.set_attr("/", "dtype", "float32");
+    file.set_attr("/", "batch_size", a.batch_size);
+    file.set_attr("/", "total_images", total_images);
+    std::string label = "rank " + model.preset() + " " + model.pattern();
+    if (shard.sharded()) {
+      file.set_attr("/", "shard_index", shard.index);
+      file.set_attr("/", "shard_count", shard.count);
+      file.set_attr("/", "image_offset", range.first);
+      file.set_attr("/", "image_count", range.second - range.first);
+      label += " shard " + std::to_string(shard.index) + "/" + std::to_string(shard.count) + " (images " +
+               std::to_string(range.first) + "-" + std::to_string(range.second - 1) + " of " +
+               std::to_string(total_images) + ")";
+    }
 
     std::vector<std::string> names;
     std::vector<int64_t> labels;
-    Progress progress("rank " + model.preset() + " " + model.pattern(), source.size(), "images", a.quiet);
+    Progress progress(label, source.size(), "images", a.quiet);
     torch::NoGradGuard no_grad;
     while (auto batch = source.next(a.batch_size)) {
-      model.forward(batch->images);
+      model.forward(batch->images.to(device));
       recorder.flush_batch(batch->images.size(0));
       names.insert(names.end(), batch->names.begin(), batch->names.end());
       labels.insert(labels.end(), batch->labels.begin(), batch->labels.end());
@@ -104,8 +161,8 @@ RankSummary run_rank(const RankArgs& a, const std::string& pattern, const std::s
     file.set_attr("/", "protocol", a.protocol);
     summary = recorder.summary();
     if (!a.quiet)
-      std::fprintf(stderr, "rank %s %s: %zu images, %.1f images/s -> %s\n", model.preset().c_str(),
-                   model.pattern().c_str(), names.size(), progress.rate(), path.c_str());
+      std::fprintf(stderr, "%s: %zu images, %.1f images/s -> %s\n", label.c_str(), names.size(), progress.rate(),
+                   path.c_str());
   }
   target.commit();
   if (analysed != nullptr) *analysed = std::move(loaded);
@@ -189,6 +246,9 @@ void add_rank_command(CLI::App& app) {
   cmd->add_option("--attention-top-k", a->attention_top_k, "Singular values kept of attention maps with N > 1024")
       ->capture_default_str();
   cmd->add_option("--out", a->out, "Output directory")->required();
+  cmd->add_option("--shard", a->shard,
+                  "K/N: analyse only shard K (0-based) of N, a contiguous block of whole batches, into "
+                  "<model>_<pattern>.shard-K-of-N.h5; join the shards with rala rank-merge");
   cmd->add_flag("--overwrite", a->overwrite, "Replace existing results files");
   cmd->add_flag("--quiet", a->quiet, "No progress output");
   cmd->callback([a] {
@@ -201,6 +261,7 @@ void add_rank_command(CLI::App& app) {
     parse_probe_list(a->probes, check);
     parse_tolerance(a->tolerance);
     TORCH_CHECK(a->image_size >= 0, "--image-size must be positive, got ", a->image_size);
+    parse_shard(a->shard);
     std::vector<std::string> patterns = a->patterns;
     if (patterns.empty()) patterns.push_back("");
     std::vector<std::string> paths, names;

@@ -4,6 +4,7 @@
 /// attention patterns, into one results file per pattern, and a comparison table.
 
 #include <map>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -34,9 +35,24 @@ struct RankArgs {
   std::string spectra = "gram";
   int64_t attention_top_k = 64;
   std::string out;
+  /// "" = all images; "K/N" = shard K (0-based) of N: the K-th contiguous block of whole batches of the images, into
+  /// its own file (`rala rank-merge` joins the shards into the single-run file).
+  std::string shard;
   bool overwrite = false;
   bool quiet = false;
 };
+
+/// A shard of a rank analysis: index K (0-based) of count N.
+struct ShardSpec {
+  int64_t index = 0, count = 1;
+  bool sharded() const { return count > 1 || index > 0; }
+};
+/// Parses "K/N" (0 ≤ K < N); "" = no sharding. Throws one line otherwise.
+ShardSpec parse_shard(const std::string& spec);
+/// Images [begin, end) of shard `s` of `total` images read in batches of `batch_size`: the K-th contiguous block of
+/// whole batches (batches split as evenly as possible), so a shard runs exactly the batches a full run runs on those
+/// images and its results are bit for bit the full run's rows. Throws when the shard would be empty.
+std::pair<int64_t, int64_t> shard_range(const ShardSpec& s, int64_t total, int64_t batch_size);
 
 /// The probes of `--protocol paper`.
 constexpr const char* kPaperProbes =

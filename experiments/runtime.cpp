@@ -16,6 +16,7 @@
 #include <torch/torch.h>
 
 #include "analysis/h5_store.h"
+#include "experiments/device.h"
 
 namespace rala {
 
@@ -30,7 +31,19 @@ std::string torch_version() {
 int configure_threads(int requested) {
   TORCH_CHECK(requested >= 0, "--threads must be >= 0 (0 = all cores), got ", requested);
   int n = requested;
-  if (n == 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (n == 0) {
+    // All cores, shared among the processes a launcher started on this node (torchrun, srun, mpirun set these).
+    int local_processes = 1;
+    for (const char* name : {"LOCAL_WORLD_SIZE", "SLURM_STEP_TASKS_PER_NODE", "OMPI_COMM_WORLD_LOCAL_SIZE"}) {
+      const char* v = std::getenv(name);
+      if (v == nullptr || *v == '\0') continue;
+      char* end = nullptr;
+      const long count = std::strtol(v, &end, 10);  // Slurm may write "4(x2)": the leading count is this node's
+      if (end != v && count > 0) local_processes = static_cast<int>(count);
+      break;
+    }
+    n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency() / static_cast<unsigned>(local_processes)));
+  }
   at::set_num_threads(n);
   return at::get_num_threads();
 }
@@ -141,7 +154,9 @@ void set_provenance(h5::File& file) {
   file.set_attr("/", "created_utc", utc_now());
   file.set_attr("/", "command_line", command_line());
   file.set_attr("/", "threads", static_cast<int64_t>(at::get_num_threads()));
-  file.set_attr("/", "device", "cpu");
+  const torch::Device device = run_device();
+  file.set_attr("/", "device", device_string(device));
+  if (device.is_cuda()) file.set_attr("/", "device_name", device_description(device));
 }
 
 std::string error_line(const std::exception& e) {

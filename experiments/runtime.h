@@ -17,7 +17,9 @@ std::string tool_version();
 std::string git_commit();
 /// LibTorch version ("1.13.1").
 std::string torch_version();
-/// Sets LibTorch's intra-op thread count; 0 means all cores. Returns the count in effect. Throws on a negative count.
+/// Sets LibTorch's intra-op thread count; 0 means all cores, divided among the processes a launcher started on this
+/// node (LOCAL_WORLD_SIZE, SLURM_STEP_TASKS_PER_NODE, OMPI_COMM_WORLD_LOCAL_SIZE). Returns the count in effect.
+/// Throws on a negative count.
 int configure_threads(int requested);
 /// The process's allocation policy: "retain" keeps freed blocks in glibc's heap (no mmap per large tensor, no
 /// automatic trim) so a forward does not page-fault its activations in again on every call; "system" = glibc's
@@ -45,7 +47,8 @@ const std::string& command_line();
 /// Current UTC time as "2026-11-24T07:30:00Z".
 std::string utc_now();
 /// Writes the provenance attributes every output file carries on its root: schema_version (1), tool_version,
-/// git_commit, torch_version, created_utc, command_line, threads, device ("cpu").
+/// git_commit, torch_version, created_utc, command_line, threads, device (run_device(): "cpu" or "cuda:N"; with
+/// device_name "cuda:0 (NVIDIA …, 80.0 GiB)" on a GPU).
 void set_provenance(h5::File& file);
 /// One line for an exception: c10::Error without its backtrace, anything else as what().
 std::string error_line(const std::exception& e);

@@ -6,6 +6,7 @@
 #include <iostream>
 #include <memory>
 
+#include "experiments/train/distributed.h"
 #include "experiments/train/train_loop.h"
 
 namespace rala {
@@ -43,9 +44,20 @@ void add_train_command(CLI::App& app) {
   cmd->add_flag("--resume", c->resume, "Continue the run in --out from its checkpoint (its configuration is used)");
   cmd->add_flag("--overwrite", c->overwrite, "Start again even if --out holds a run");
   cmd->add_flag("--quiet", c->quiet, "No progress output");
+  cmd->add_option("--dist-backend", c->dist_backend,
+                  "Under torchrun/srun/mpirun: auto (nccl for --device cuda when built with it, else gloo) | gloo | nccl")
+      ->check(CLI::IsMember({"auto", "gloo", "nccl"}))
+      ->capture_default_str();
+  cmd->add_option("--dist-timeout", c->dist_timeout,
+                  "Under torchrun/srun/mpirun: seconds to wait for the other processes (joining, each collective)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   cmd->add_option("--stop-after-epochs", c->stop_after_epochs, "Testing: stop after N epochs of this invocation")
       ->group("");
   cmd->add_option("--inject-nonfinite-step", c->inject_nonfinite_step, "Testing: NaN loss at this step")->group("");
+  cmd->add_option("--adam-eps", c->adam_eps, "Testing: AdamW's eps")->group("")->check(CLI::PositiveNumber);
+  cmd->add_option("--inject-nonfinite-rank", c->inject_nonfinite_rank, "Testing: … on this rank only")->group("");
+  cmd->add_option("--inject-fault", c->inject_fault, "Testing: exit:RANK:STEP or hang:RANK:STEP")->group("");
   auto config_json = std::make_shared<std::string>();
   cmd->add_option("--config-json", *config_json, "The stored training configuration as JSON (used by rala ablate)")
       ->group("");
@@ -53,6 +65,7 @@ void add_train_command(CLI::App& app) {
     if (!config_json->empty()) c->from_json(*config_json);
     TORCH_CHECK(!(c->resume && c->overwrite), "--resume and --overwrite exclude each other");
     const TrainResult r = train(*c);
+    if (Distributed* dist = Distributed::world(); dist != nullptr && !dist->is_main()) return;  // rank 0 reports
     std::printf("%s: epoch %lld, train loss %.4f, train top-1 %.2f%%, test top-1 %.2f%%", c->out.c_str(),
                 static_cast<long long>(r.epochs_done), r.train_loss, r.train_top1, r.test_top1);
     if (!std::isnan(r.test_top1_ema)) std::printf(" (EMA %.2f%%)", r.test_top1_ema);

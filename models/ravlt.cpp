@@ -81,7 +81,7 @@ RopeBufferImpl::RopeBufferImpl(int64_t head_dim) {
 
 PatchMergingImpl::PatchMergingImpl(int64_t in, int64_t out) {
   reduction = register_module("reduction", torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 3).stride(2).padding(1)));
-  norm = register_module("norm", torch::nn::BatchNorm2d(out));
+  norm = register_module("norm", BatchNorm2d(out));
 }
 
 torch::Tensor PatchMergingImpl::forward(const torch::Tensor& x) {
@@ -166,10 +166,10 @@ RavltImpl::RavltImpl(RavltOptions options) : options_(std::move(options)) {
   };
   auto patch_embed = register_module("patch_embed", std::make_shared<torch::nn::Module>());
   stem = patch_embed->register_module(
-      "proj", torch::nn::Sequential(conv(o.in_chans(), C0 / 2, 2), torch::nn::BatchNorm2d(C0 / 2), torch::nn::GELU(),
-                                    conv(C0 / 2, C0 / 2, 1), torch::nn::BatchNorm2d(C0 / 2), torch::nn::GELU(),
-                                    conv(C0 / 2, C0 / 2, 1), torch::nn::BatchNorm2d(C0 / 2), torch::nn::GELU(),
-                                    conv(C0 / 2, C0, 2), torch::nn::BatchNorm2d(C0)));
+      "proj", torch::nn::Sequential(conv(o.in_chans(), C0 / 2, 2), BatchNorm2d(C0 / 2), torch::nn::GELU(),
+                                    conv(C0 / 2, C0 / 2, 1), BatchNorm2d(C0 / 2), torch::nn::GELU(),
+                                    conv(C0 / 2, C0 / 2, 1), BatchNorm2d(C0 / 2), torch::nn::GELU(),
+                                    conv(C0 / 2, C0, 2), BatchNorm2d(C0)));
   int64_t total = 0;
   for (auto d : o.depths()) total += d;
   auto rates = torch::linspace(0, o.drop_path_rate(), total, torch::kFloat64);  // linear ramp over all blocks
@@ -183,7 +183,7 @@ RavltImpl::RavltImpl(RavltOptions options) : options_(std::move(options)) {
     layers->push_back(stages.back());
   }
   proj = register_module("proj", conv1x1(o.embed_dims().back(), o.projection()));
-  norm = register_module("norm", torch::nn::BatchNorm2d(o.projection()));
+  norm = register_module("norm", BatchNorm2d(o.projection()));
   head = register_module("head", conv1x1(o.projection(), o.num_classes()));
   // Official init: every conv trunc_normal_(std 0.02) with zero bias (timm truncates at ±2 absolute, i.e. ±100σ, so
   // it is a plain normal); LayerNorm (1, 0); BN default; γ as given.

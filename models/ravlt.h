@@ -11,6 +11,7 @@
 
 #include <vector>
 
+#include "attention_variants/batch_norm.h"
 #include "attention_variants/registry.h"
 
 namespace rala {
@@ -82,7 +83,7 @@ class PatchMergingImpl : public torch::nn::Module {
   PatchMergingImpl(int64_t in, int64_t out);
   torch::Tensor forward(const torch::Tensor& x);
   torch::nn::Conv2d reduction{nullptr};
-  torch::nn::BatchNorm2d norm{nullptr};
+  BatchNorm2d norm{nullptr};
 };
 TORCH_MODULE(PatchMerging);
 
@@ -116,7 +117,7 @@ class RavltImpl : public torch::nn::Module {
   torch::nn::Sequential stem{nullptr};  ///< `patch_embed.proj`
   std::vector<RavltStage> stages;       ///< `layers.i`
   torch::nn::Conv2d proj{nullptr}, head{nullptr};
-  torch::nn::BatchNorm2d norm{nullptr};
+  BatchNorm2d norm{nullptr};
 
  private:
   RavltOptions options_;

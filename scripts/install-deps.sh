@@ -6,6 +6,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake
   libtorch-dev            # LibTorch 1.13.1 (CPU), find_package(Torch)
+  libgloo-dev             # Gloo headers for c10d's ProcessGroupGloo (multi-process training; the library ships with libtorch)
   libeigen3-dev           # dense SVD oracle, BDCSVD
   libspectra-dev          # partial SVD (top-k singular values)
   libhdf5-dev hdf5-tools  # results files, h5dump

@@ -91,6 +91,15 @@ torch::Tensor decode_image(const std::string& path) {
   return hwc.permute({2, 0, 1}).contiguous();
 }
 
+std::pair<int64_t, int64_t> image_dims(const std::string& path) {
+  int width = 0, height = 0, channels = 0;
+  if (stbi_info(path.c_str(), &width, &height, &channels) == 0) {
+    const char* reason = stbi_failure_reason();
+    TORCH_CHECK(false, "image '", path, "' cannot be read: ", reason ? reason : "unknown stb_image error");
+  }
+  return {height, width};
+}
+
 ImageFolder::ImageFolder(const std::string& root) : root_(root) {
   std::error_code ec;
   TORCH_CHECK(fs::exists(root, ec), "ImageFolder: missing directory '", root, "'");

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace rala::data {
@@ -24,6 +25,10 @@ namespace rala::data {
 ///
 ///   auto img = rala::data::decode_image("cat.png");   // img.sizes() == {3, H, W}, img.dtype() == torch::kUInt8
 torch::Tensor decode_image(const std::string& path);
+
+/// (height, width) of an image from its header alone (no decoding): what decode_image would return the size of.
+/// Throws c10::Error naming the file when it is missing or not an image stb_image reads.
+std::pair<int64_t, int64_t> image_dims(const std::string& path);
 
 /// True if `path` ends in .jpg, .jpeg or .png (case-insensitive): the files ImageFolder lists.
 bool is_image_file(const std::string& path);

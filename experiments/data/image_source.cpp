@@ -32,9 +32,23 @@ ImageSource::ImageSource(const std::string& spec, int64_t image_size, int64_t nu
     count_ = num_images > 0 ? std::min(num_images, state_->folder->size()) : state_->folder->size();
     classes_ = state_->folder->classes();
   }
+  total_ = count_;
 }
 
 ImageSource::~ImageSource() = default;
+
+void ImageSource::restrict_to(int64_t begin, int64_t end, int64_t batch_size) {
+  TORCH_CHECK(position_ == begin_, "ImageSource::restrict_to must come before the first next()");
+  TORCH_CHECK(batch_size > 0, "batch size must be positive, got ", batch_size);
+  TORCH_CHECK(0 <= begin && begin <= end && end <= total_, "image range [", begin, ", ", end, ") is outside the ",
+              total_, " images of ", description());
+  TORCH_CHECK(begin % batch_size == 0, "a shard must start at a multiple of the batch size ", batch_size, ", got ", begin);
+  if (spec_ == "synthetic")  // the draws of the batches before `begin`, as a full run makes them
+    for (int64_t drawn = 0; drawn < begin; drawn += batch_size)
+      at::normal(0.0, 1.0, {std::min(batch_size, begin - drawn), 3, size_px_, size_px_}, state_->generator);
+  begin_ = position_ = begin;
+  count_ = end;
+}
 
 std::string ImageSource::description() const {
   if (spec_ == "fashion-mnist") return "fashion-mnist (test split)";

@@ -53,8 +53,16 @@ struct TrainConfig {
   bool resume = false;
   bool overwrite = false;
   bool quiet = false;
+  std::string dist_backend = "auto";   ///< several processes: auto | gloo | nccl (distributed.h)
+  int64_t dist_timeout = 600;          ///< several processes: seconds a collective may wait for the others
   int64_t stop_after_epochs = -1;      ///< testing: return after this many epochs of this invocation (an interrupt)
   int64_t inject_nonfinite_step = -1;  ///< testing: make the loss NaN at this global step
+  /// testing: AdamW's eps (not stored in the checkpoint's config; give it again on --resume). A large eps makes the
+  /// update linear in the gradient, so rounding differences of the gradient stay rounding-sized instead of being
+  /// normalised by √v to ±lr steps (the data-parallel equivalence tests use it).
+  double adam_eps = 1e-8;
+  int64_t inject_nonfinite_rank = -1;  ///< testing: … on this rank only (-1: every rank)
+  std::string inject_fault;            ///< testing: "exit:R:S" (rank R exits at global step S) or "hang:R:S" (stops)
 
   /// Throws one line naming the first impossible option.
   void validate() const;
@@ -79,6 +87,16 @@ ResultsTable make_metrics_table();
 /// Runs (or resumes) a training run; see the file comment. Errors (bad options, unreadable data, an existing run
 /// without resume/overwrite, a missing or corrupt checkpoint on resume, a non-finite loss) throw one line; files
 /// already in RUN_DIR stay as they were (a non-finite loss keeps the last good checkpoint).
+///
+/// Runs on run_device() (device.h). Started by a launcher (torchrun, srun, mpirun: see distributed.h) it trains
+/// data-parallel: every rank draws the same seeded permutation and augmentation of each global batch of batch_size
+/// images and takes rows rank, rank + world, …; the loss is Σ(per-image loss)/batch so that uneven shares stay exact;
+/// gradients are summed over ranks (bucketed allreduce after backward) together with the loss and accuracy sums;
+/// BatchNorm uses the statistics of the global batch (SyncBatchNorm); clipping, the optimizer, the EMA and the
+/// non-finite stop then act on identical values on every rank. Weights (and the EMA's) are broadcast from rank 0 at
+/// the start and after a resume; only rank 0 writes RUN_DIR, and only rank 0 reads its checkpoint (the bytes are
+/// broadcast), so a checkpoint of N processes resumes on M. Drop-path masks are drawn per rank (seeded by seed, epoch
+/// and rank at each epoch), so with drop path the run is not the single-process one.
 TrainResult train(const TrainConfig& config);
 
 /// Parameters of `module` split into {decay, no_decay}: no weight decay for biases, 1-D (or single non-singleton-dim)
@@ -86,7 +104,9 @@ TrainResult train(const TrainConfig& config);
 std::pair<std::vector<torch::Tensor>, std::vector<torch::Tensor>> split_weight_decay(torch::nn::Module& module);
 /// AdamW (decoupled weight decay) over `module`'s parameters in two groups: split_weight_decay's decay group with
 /// `weight_decay`, the rest with none.
-std::unique_ptr<torch::optim::AdamW> make_adamw(torch::nn::Module& module, double lr, double weight_decay);
+/// AdamW's eps is 1e-8 (PyTorch's default) unless a test asks otherwise.
+std::unique_ptr<torch::optim::AdamW> make_adamw(torch::nn::Module& module, double lr, double weight_decay,
+                                                double eps = 1e-8);
 /// Names of the parameters that get no weight decay (same rule as split_weight_decay).
 std::vector<std::string> no_weight_decay_names(torch::nn::Module& module);
 
@@ -102,8 +122,11 @@ class LabeledSplit {
   const std::vector<std::string>& classes() const;
   /// Images (B, 3, S, S) float32 normalised, and labels (B,) int64, of the given indices; `augment` applies the
   /// training augmentation drawn from `gen` (random crop with padding + flip for Fashion-MNIST, random resized crop +
-  /// flip for folders).
-  std::pair<torch::Tensor, torch::Tensor> batch(const torch::Tensor& indices, bool augment, at::Generator gen) const;
+  /// flip for folders). With world > 1: only rows rank, rank + world, … of that batch, with exactly the augmentation
+  /// they get in the whole batch (every random number of the whole batch is drawn; only this rank's images are
+  /// decoded), and `gen` advanced as by the whole batch.
+  std::pair<torch::Tensor, torch::Tensor> batch(const torch::Tensor& indices, bool augment, at::Generator gen,
+                                                int64_t rank = 0, int64_t world = 1) const;
   std::string description() const;
 
  private:
@@ -112,7 +135,11 @@ class LabeledSplit {
   int64_t image_size_ = 0;
 };
 
-/// Top-1 accuracy (%) and mean cross-entropy of `model` (put in eval mode, no grad) on `split`.
-std::pair<double, double> evaluate(AnyModel& model, const LabeledSplit& split, int64_t batch_size);
+class Distributed;
+
+/// Top-1 accuracy (%) and mean cross-entropy of `model` (put in eval mode, no grad) on `split`, on the model's
+/// device. With `dist`, each rank evaluates its contiguous block of the images and the sums are all-reduced.
+std::pair<double, double> evaluate(AnyModel& model, const LabeledSplit& split, int64_t batch_size,
+                                   Distributed* dist = nullptr);
 
 }  // namespace rala
