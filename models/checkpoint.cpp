@@ -11,12 +11,15 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <fstream>
 #include <functional>
 #include <memory>
 #include <stdexcept>
 #include <unordered_map>
 
+#include "attention_variants/text.h"
+#include "models/checkpoint_detail.h"
 #include "models/safetensors.h"
 
 namespace rala {
@@ -30,9 +33,10 @@ struct FormatError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// Throws a FormatError: one line, whatever the names and values echoed from the file hold.
 template <typename... Args>
 [[noreturn]] void fail(const Args&... args) {
-  throw FormatError(c10::str(args...));
+  throw FormatError(one_line(c10::str(args...)));
 }
 
 /// The first line of a (possibly multi-line) library message.
@@ -81,7 +85,8 @@ const char* kind_name(Kind k) {
 }
 
 struct PyObj;
-using Obj = std::shared_ptr<PyObj>;
+/// Objects refer to each other by plain pointers; a Heap owns them all (see Heap).
+using Obj = PyObj*;
 
 struct PyObj {
   Kind kind = Kind::none;
@@ -94,27 +99,37 @@ struct PyObj {
   // Tensors are lazy: a storage names its zip record (`s` = key, `i` = numel, `dtype`); a tensor is a view of a
   // storage (`storage`, `offset`, `size`, `stride`), read only when it is selected (see Archive::tensor).
   torch::Dtype dtype = torch::kFloat32;
-  Obj storage;
+  Obj storage = nullptr;
   int64_t offset = 0;
   std::vector<int64_t> size, stride;
 };
 
-Obj make(Kind kind) {
-  auto o = std::make_shared<PyObj>();
-  o->kind = kind;
-  return o;
-}
-Obj make_int(int64_t v) {
-  auto o = make(Kind::integer);
-  o->i = v;
-  return o;
-}
-Obj make_str(Kind kind, std::string s) {
-  auto o = make(kind);
-  o->s = std::move(s);
-  return o;
-}
-Obj opaque(std::string what) { return make_str(Kind::opaque, std::move(what)); }
+/// Owns every object of one unpickled stream. A pickle can build cycles (a list appended to itself) and chains nested
+/// as deep as the stream is long; objects owned here and linked by plain pointers are freed flat, without recursion and
+/// whatever the links.
+class Heap {
+ public:
+  Obj make(Kind kind) {
+    objects_.emplace_back();
+    objects_.back().kind = kind;
+    return &objects_.back();
+  }
+  Obj make_int(int64_t v) {
+    Obj o = make(Kind::integer);
+    o->i = v;
+    return o;
+  }
+  Obj make_str(Kind kind, std::string s) {
+    Obj o = make(kind);
+    o->s = std::move(s);
+    return o;
+  }
+  Obj opaque(std::string what) { return make_str(Kind::opaque, std::move(what)); }
+  size_t size() const { return objects_.size(); }
+
+ private:
+  std::deque<PyObj> objects_;  // a deque never moves its elements: the pointers stay valid
+};
 
 std::string describe(const Obj& o) {
   if (o->kind == Kind::opaque) return "object (" + o->s + ")";
@@ -129,11 +144,18 @@ Obj dict_get(const Obj& dict, const std::string& key) {
   return nullptr;
 }
 
-std::vector<std::string> dict_key_names(const Obj& dict) {
+/// The first `limit` keys of a dict for a message (each cut to 80 bytes), as list_names writes them.
+std::string key_list(const Obj& dict, size_t limit = 20) {
   std::vector<std::string> names;
-  for (const auto& [k, v] : dict->entries)
-    names.push_back(k->kind == Kind::string ? "'" + k->s + "'" : "<" + std::string(kind_name(k->kind)) + " key>");
-  return names;
+  for (const auto& [k, v] : dict->entries) {
+    if (names.size() == limit) break;
+    names.push_back(k->kind != Kind::string ? "<" + std::string(kind_name(k->kind)) + " key>"
+                    : k->s.size() > 80      ? "'" + k->s.substr(0, 80) + "…'"
+                                            : "'" + k->s + "'");
+  }
+  std::string out = list_names(names, limit);
+  if (dict->entries.size() > limit) out += c10::str(", … (", dict->entries.size(), " in all)");
+  return out;
 }
 
 c10::optional<torch::Dtype> storage_dtype(const std::string& name) {
@@ -158,8 +180,11 @@ class Unpickler {
  public:
   using PersistentLoad = std::function<Obj(const Obj& pid)>;
 
-  Unpickler(const char* data, size_t size, PersistentLoad persistent_load)
-      : data_(data), size_(size), persistent_load_(std::move(persistent_load)) {}
+  /// Objects are made in `heap`. At most 4 objects and container entries per input byte (+ 64 Ki) are built: a
+  /// stream that builds more (e.g. one dict made again and again from the same long list) is rejected.
+  Unpickler(Heap& heap, const char* data, size_t size, PersistentLoad persistent_load)
+      : heap_(heap), data_(data), size_(size), budget_(4 * size + (1 << 16)),
+        persistent_load_(std::move(persistent_load)) {}
 
   /// Whether the stream came from the TorchScript (C++) pickler (it tags containers with torch.jit._pickle globals).
   bool from_cpp_pickler() const { return cpp_pickler_; }
@@ -356,6 +381,31 @@ class Unpickler {
     return make_int(static_cast<int64_t>(v));
   }
 
+  // --- objects ---
+  /// Counts `n` new objects or container entries against the budget.
+  void spend(size_t n) {
+    used_ += n;
+    if (used_ > budget_)
+      fail("data.pkl: the pickle builds more than ", budget_, " objects and container entries from its ", size_,
+           " bytes (at offset ", pos_, "); a checkpoint needs far fewer");
+  }
+  Obj make(Kind kind) {
+    spend(1);
+    return heap_.make(kind);
+  }
+  Obj make_int(int64_t v) {
+    spend(1);
+    return heap_.make_int(v);
+  }
+  Obj make_str(Kind kind, std::string s) {
+    spend(1);
+    return heap_.make_str(kind, std::move(s));
+  }
+  Obj opaque(std::string what) {
+    spend(1);
+    return heap_.opaque(std::move(what));
+  }
+
   // --- stack ---
   size_t base() const { return marks_.empty() ? 0 : marks_.back(); }
   [[noreturn]] void underflow(size_t at) const { fail("data.pkl: malformed pickle: stack underflow at offset ", at); }
@@ -383,15 +433,17 @@ class Unpickler {
     if (it == memo_.end()) fail("data.pkl: malformed pickle: memo entry ", idx, " unset at offset ", at);
     return it->second;
   }
-  static void set_items(const Obj& target, const std::vector<Obj>& kv, size_t at) {
+  void set_items(const Obj& target, const std::vector<Obj>& kv, size_t at) {
     if (kv.size() % 2) fail("data.pkl: malformed pickle: odd SETITEMS at offset ", at);
     if (target->kind == Kind::opaque) return;
     if (target->kind != Kind::dict) fail("data.pkl: SETITEM(S) on a ", kind_name(target->kind), " at offset ", at);
+    spend(kv.size() / 2);
     for (size_t k = 0; k < kv.size(); k += 2) target->entries.emplace_back(kv[k], kv[k + 1]);
   }
-  static void append_items(const Obj& target, const std::vector<Obj>& vs, size_t at) {
+  void append_items(const Obj& target, const std::vector<Obj>& vs, size_t at) {
     if (target->kind == Kind::opaque) return;
     if (target->kind != Kind::list) fail("data.pkl: APPEND(S) on a ", kind_name(target->kind), " at offset ", at);
+    spend(vs.size());
     target->items.insert(target->items.end(), vs.begin(), vs.end());
   }
 
@@ -401,16 +453,27 @@ class Unpickler {
     return make_str(Kind::global, module + "." + name);
   }
 
-  Obj call(const Obj& callable, const Obj& args, size_t at) {
+  Obj call(Obj callable, Obj args, size_t at) {
+    // torch._tensor._rebuild_from_type_v2(func, type, args, state) is func(*args): followed in a loop, not by
+    // recursion (the stream decides how deep it nests; each step goes to another object, so the heap bounds it).
+    for (size_t hops = 0; callable->kind == Kind::global && callable->s == "torch._tensor._rebuild_from_type_v2" &&
+                          args->kind == Kind::tuple && args->items.size() >= 3;
+         ++hops) {
+      if (hops > heap_.size()) fail("data.pkl: _rebuild_from_type_v2 at offset ", at, " calls itself in a cycle");
+      callable = args->items[0];
+      args = args->items[2];
+    }
     if (callable->kind != Kind::global) return opaque("result of calling a " + describe(callable));
     const std::string& f = callable->s;
     if (args->kind != Kind::tuple) return opaque(f + "(…)");
     const auto& a = args->items;
     if (f == "collections.OrderedDict" || f == "builtins.dict" || f == "__builtin__.dict") {
       auto d = make(Kind::dict);
-      if (!a.empty() && (a[0]->kind == Kind::list || a[0]->kind == Kind::tuple))
+      if (!a.empty() && (a[0]->kind == Kind::list || a[0]->kind == Kind::tuple)) {
+        spend(a[0]->items.size());
         for (const auto& pair : a[0]->items)
           if (pair->kind == Kind::tuple && pair->items.size() == 2) d->entries.emplace_back(pair->items[0], pair->items[1]);
+      }
       return d;
     }
     if (f == "torch._utils._rebuild_tensor_v2" || f == "torch._utils._rebuild_tensor") return rebuild_tensor(a, at);
@@ -420,7 +483,6 @@ class Unpickler {
          f == "torch.jit._pickle.build_tensorlist" || f == "torch.jit._pickle.build_list") &&
         !a.empty())
       return a[0];
-    if (f == "torch._tensor._rebuild_from_type_v2" && a.size() >= 3) return call(a[0], a[2], at);  // (func, type, args, state)
     return opaque(f + "(…)");
   }
 
@@ -447,14 +509,27 @@ class Unpickler {
     const auto stride = ints(a[3], "stride");
     if (size.size() != stride.size())
       fail("data.pkl: tensor at offset ", at, " has ", size.size(), " sizes but ", stride.size(), " strides");
-    int64_t numel = 1, last = offset;
-    for (size_t d = 0; d < size.size(); ++d) {
-      numel *= size[d];
-      if (size[d] > 0) last += (size[d] - 1) * stride[d];
+    // Sizes, strides and offset come from the file: every product and sum is checked. An empty tensor reads nothing.
+    const auto view = [&] {
+      return c10::str("tensor at offset ", at, " (size ", c10::IntArrayRef(size), ", stride ", c10::IntArrayRef(stride),
+                      ", storage offset ", offset, ")");
+    };
+    if (std::find(size.begin(), size.end(), 0) == size.end()) {
+      int64_t numel = 1, last = offset;
+      for (size_t d = 0; d < size.size(); ++d) {
+        int64_t reach = 0;
+        if (__builtin_mul_overflow(numel, size[d], &numel) || __builtin_mul_overflow(size[d] - 1, stride[d], &reach) ||
+            __builtin_add_overflow(last, reach, &last))
+          fail("data.pkl: ", view(), " overflows 64-bit element indices");
+      }
+      if (last >= storage->i)
+        fail("data.pkl: ", view(), " reaches past its storage of ", storage->i, " elements");
+      // A view of distinct elements has at most as many as its storage; more means strides that repeat elements
+      // (an expanded tensor), whose contiguous copy could be any size a few bytes ask for.
+      if (numel > storage->i)
+        fail("data.pkl: ", view(), " has ", numel, " elements, more than its storage of ", storage->i,
+             ": views that repeat elements (expanded tensors) are not read");
     }
-    if (numel > 0 && last >= storage->i)
-      fail("data.pkl: tensor at offset ", at, " (size ", c10::IntArrayRef(size), ", stride ", c10::IntArrayRef(stride),
-           ", storage offset ", offset, ") reaches past its storage of ", storage->i, " elements");
     auto out = make(Kind::tensor);
     out->dtype = storage->dtype;
     out->storage = storage;
@@ -464,8 +539,10 @@ class Unpickler {
     return out;
   }
 
+  Heap& heap_;
   const char* data_;
   size_t size_;
+  size_t budget_, used_ = 0;
   size_t pos_ = 0;
   PersistentLoad persistent_load_;
   std::vector<Obj> stack_;
@@ -503,6 +580,29 @@ void check_zip_file(const std::string& path) {
     fail("truncated or corrupt zip archive: no end-of-central-directory record in its ", size, " bytes");
 }
 
+/// persistent_load: ('storage', storage type, key, location, numel) → a lazy storage object, one per key (`storages`);
+/// `has_record` says whether the zip holds "data/<key>".
+Obj resolve_storage(Heap& heap, const Obj& pid, std::map<std::string, Obj>& storages,
+                    const std::function<bool(const std::string&)>& has_record) {
+  const auto& t = pid->items;
+  if (pid->kind != Kind::tuple || t.size() < 5 || t[0]->kind != Kind::string || t[0]->s != "storage")
+    return heap.opaque("persistent id");
+  if (t[1]->kind != Kind::global || t[2]->kind != Kind::string || t[4]->kind != Kind::integer || t[4]->i < 0)
+    fail("data.pkl: malformed storage id (expected ('storage', type, key, location, numel))");
+  auto dtype = storage_dtype(t[1]->s);
+  if (!dtype) return heap.opaque("unsupported storage type " + t[1]->s);
+  auto& obj = storages[t[2]->s];
+  if (!obj) {
+    if (!has_record("data/" + t[2]->s)) fail("zip archive has no record data/", t[2]->s, " for a tensor storage");
+    obj = heap.make_str(Kind::storage, t[2]->s);
+    obj->i = t[4]->i;
+    obj->dtype = *dtype;
+  } else if (obj->dtype != *dtype || obj->i != t[4]->i) {
+    fail("data.pkl: storage ", t[2]->s, " is referenced with two types or sizes");
+  }
+  return obj;
+}
+
 /// An open checkpoint zip: parses data.pkl and reads tensor storages on demand (each record at most once).
 class Archive {
  public:
@@ -517,7 +617,8 @@ class Archive {
     }
     if (!reader_.hasRecord("data.pkl")) fail("zip archive has no data.pkl record: not a torch.save checkpoint");
     auto [pkl, pkl_size] = reader_.getRecord("data.pkl");
-    Unpickler unpickler(static_cast<const char*>(pkl.get()), pkl_size, [this](const Obj& pid) { return storage(pid); });
+    Unpickler unpickler(heap_, static_cast<const char*>(pkl.get()), pkl_size,
+                        [this](const Obj& pid) { return storage(pid); });
     Obj root = unpickler.parse();
     from_cpp_pickler = unpickler.from_cpp_pickler();
     return root;
@@ -533,25 +634,9 @@ class Archive {
   bool from_cpp_pickler = false;
 
  private:
-  /// persistent_load: ('storage', storage type, key, location, numel) → a lazy storage object.
   Obj storage(const Obj& pid) {
-    const auto& t = pid->items;
-    if (pid->kind != Kind::tuple || t.size() < 5 || t[0]->kind != Kind::string || t[0]->s != "storage")
-      return opaque("persistent id");
-    if (t[1]->kind != Kind::global || t[2]->kind != Kind::string || t[4]->kind != Kind::integer || t[4]->i < 0)
-      fail("data.pkl: malformed storage id (expected ('storage', type, key, location, numel))");
-    auto dtype = storage_dtype(t[1]->s);
-    if (!dtype) return opaque("unsupported storage type " + t[1]->s);
-    auto& obj = storages_[t[2]->s];
-    if (!obj) {
-      if (!reader_.hasRecord("data/" + t[2]->s)) fail("zip archive has no record data/", t[2]->s, " for a tensor storage");
-      obj = make_str(Kind::storage, t[2]->s);
-      obj->i = t[4]->i;
-      obj->dtype = *dtype;
-    } else if (obj->dtype != *dtype || obj->i != t[4]->i) {
-      fail("data.pkl: storage ", t[2]->s, " is referenced with two types or sizes");
-    }
-    return obj;
+    return resolve_storage(heap_, pid, storages_,
+                           [this](const std::string& record) { return reader_.hasRecord(record); });
   }
 
   /// The 1-D tensor of a storage's record, read once.
@@ -571,19 +656,22 @@ class Archive {
   }
 
   caffe2::serialize::PyTorchStreamReader& reader_;
+  Heap heap_;  // owns every object parse() returns
   std::map<std::string, Obj> storages_;
   std::map<std::string, torch::Tensor> loaded_;
 };
 
 /// The tensors of a dict whose keys are strings and whose values are all tensors; `where` names it in errors.
-StateDict to_state_dict(Archive& archive, const Obj& dict, const std::string& where) {
+/// `rebuild` turns a (lazy) tensor object into its tensor.
+template <class Rebuild>
+StateDict to_state_dict(Rebuild&& rebuild, const Obj& dict, const std::string& where) {
   if (dict->kind != Kind::dict) fail(where, " is a ", describe(dict), ", expected a dict of tensors (a state dict)");
   StateDict state;
   for (const auto& [k, v] : dict->entries) {
     if (k->kind != Kind::string) fail(where, " has a ", kind_name(k->kind), " key, expected str keys");
     if (v->kind != Kind::tensor)
       fail(where, " entry '", k->s, "' is a ", describe(v), ", expected a tensor");
-    state[k->s] = archive.tensor(*v);
+    state[k->s] = rebuild(*v);
   }
   return state;
 }
@@ -609,6 +697,42 @@ std::vector<std::pair<std::string, torch::IValue>> read_extra(caffe2::serialize:
   return extra;
 }
 
+/// The object holding the state dict in `root` (see read_checkpoint's `key`); sets ck->source_key.
+Obj select_state(const Obj& root, const std::string& key, Checkpoint* ck) {
+  if (root->kind != Kind::dict)
+    fail("the saved object is a ", describe(root), ", expected a dict (a checkpoint or a state dict)");
+  Obj source;
+  if (key.empty()) {
+    for (const char* name : {"model", "model_ema"}) {
+      if ((source = dict_get(root, name))) {
+        ck->source_key = name;
+        break;
+      }
+    }
+    if (!source) {
+      if (!is_tensor_dict(root))
+        fail("has no 'model' or 'model_ema' entry and its top level is not a dict of tensors (top-level keys: ",
+             key_list(root), ")");
+      source = root;
+    }
+  } else {
+    source = dict_get(root, key);
+    if (!source) {
+      if (is_tensor_dict(root))
+        fail("has no entry '", key, "': its top level is itself a state dict of ", root->entries.size(),
+             " tensors (read it with key \"\"; keys present: ", key_list(root, 8), ")");
+      fail("has no entry '", key, "' (keys present: ", key_list(root), ")");
+    }
+    ck->source_key = key;
+  }
+  return source;
+}
+
+/// How errors name the selected state dict.
+std::string state_where(const Checkpoint& ck) {
+  return ck.source_key.empty() ? std::string("the top-level state dict") : "entry '" + ck.source_key + "'";
+}
+
 Checkpoint read_checkpoint_impl(const std::string& path, const std::string& key) {
   check_zip_file(path);
   std::unique_ptr<caffe2::serialize::PyTorchStreamReader> reader;
@@ -624,37 +748,10 @@ Checkpoint read_checkpoint_impl(const std::string& path, const std::string& key)
   } catch (const c10::Error& e) {
     fail("corrupt zip archive: ", first_line(e.what_without_backtrace()));
   }
-  if (root->kind != Kind::dict)
-    fail("the saved object is a ", describe(root), ", expected a dict (a checkpoint or a state dict)");
-
   Checkpoint ck;
-  Obj source;
-  if (key.empty()) {
-    for (const char* name : {"model", "model_ema"}) {
-      if ((source = dict_get(root, name))) {
-        ck.source_key = name;
-        break;
-      }
-    }
-    if (!source) {
-      if (!is_tensor_dict(root))
-        fail("has no 'model' or 'model_ema' entry and its top level is not a dict of tensors (top-level keys: ",
-             list_names(dict_key_names(root)), ")");
-      source = root;
-    }
-  } else {
-    source = dict_get(root, key);
-    if (!source) {
-      if (is_tensor_dict(root))
-        fail("has no entry '", key, "': its top level is itself a state dict of ", root->entries.size(),
-             " tensors (read it with key \"\"; keys present: ", list_names(dict_key_names(root), 8), ")");
-      fail("has no entry '", key, "' (keys present: ", list_names(dict_key_names(root)), ")");
-    }
-    ck.source_key = key;
-  }
+  const Obj source = select_state(root, key, &ck);
   try {
-    ck.state = to_state_dict(archive, source, ck.source_key.empty() ? std::string("the top-level state dict")
-                                                                     : "entry '" + ck.source_key + "'");
+    ck.state = to_state_dict([&](const PyObj& t) { return archive.tensor(t); }, source, state_where(ck));
   } catch (const c10::Error& e) {
     fail("corrupt zip archive: ", first_line(e.what_without_backtrace()));
   }
@@ -802,7 +899,7 @@ Checkpoint read_checkpoint(const std::string& path, const std::string& key) {
   try {
     return read_checkpoint_impl(path, key);
   } catch (const FormatError& e) {
-    TORCH_CHECK(false, "read_checkpoint: ", path, ": ", e.what());
+    TORCH_CHECK(false, "read_checkpoint: ", one_line(path), ": ", e.what());
   }
 }
 
@@ -842,4 +939,25 @@ void load_state_dict(torch::nn::Module& module, const StateDict& state, const st
   }
 }
 
+namespace detail {
+
+std::string inspect_pickle(const std::string& bytes) {
+  try {
+    Heap heap;
+    std::map<std::string, Obj> storages;
+    Unpickler unpickler(heap, bytes.data(), bytes.size(), [&](const Obj& pid) {
+      return resolve_storage(heap, pid, storages, [](const std::string&) { return true; });
+    });
+    const Obj root = unpickler.parse();
+    Checkpoint ck;
+    const Obj source = select_state(root, "", &ck);
+    // The tensor views were checked against their storages when rebuilt; no storage data exists here.
+    const StateDict state = to_state_dict([](const PyObj&) { return torch::Tensor(); }, source, state_where(ck));
+    return c10::str(state.size(), " tensors in ", state_where(ck), ", ", storages.size(), " storages");
+  } catch (const FormatError& e) {
+    TORCH_CHECK(false, "inspect_pickle: ", e.what());
+  }
+}
+
+}  // namespace detail
 }  // namespace rala
