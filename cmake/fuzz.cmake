@@ -22,5 +22,10 @@ foreach(name ${RALA_FUZZ_TARGETS})
   target_link_options(fuzz_${name} PRIVATE -fsanitize=fuzzer)
   rala_target(fuzz_${name})
 endforeach()
+# The seeds only our own writers make (fuzz/make_seeds.py runs it).
+add_executable(fuzz_make_seeds EXCLUDE_FROM_ALL fuzz/make_seeds.cpp)
+target_link_libraries(fuzz_make_seeds PRIVATE rala_models)
+rala_target(fuzz_make_seeds)
+
 list(TRANSFORM RALA_FUZZ_TARGETS PREPEND fuzz_ OUTPUT_VARIABLE rala_fuzz_executables)
 add_custom_target(fuzz_all DEPENDS ${rala_fuzz_executables})

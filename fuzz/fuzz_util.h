@@ -19,19 +19,20 @@
 
 namespace rala::fuzz {
 
-/// A directory of this process's own under $TMPDIR (else /tmp), removed at exit.
+/// A directory of this process's own under $TMPDIR (else /tmp), removed at exit. (Held by a pointer that is never
+/// freed, so that it is still there when the exit handler runs.)
 inline const std::string& scratch_dir() {
-  static const std::string dir = [] {
+  static const std::string* dir = [] {
     const char* tmp = std::getenv("TMPDIR");
-    std::string d = std::string(tmp && *tmp ? tmp : "/tmp") + "/rala-fuzz-" + std::to_string(::getpid());
-    std::filesystem::create_directories(d);
+    auto* d = new std::string(std::string(tmp && *tmp ? tmp : "/tmp") + "/rala-fuzz-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(*d);
     std::atexit([] {
       std::error_code ec;
       std::filesystem::remove_all(scratch_dir(), ec);
     });
     return d;
   }();
-  return dir;
+  return *dir;
 }
 
 /// Writes `size` bytes to scratch_dir()/name (replacing it) and returns the path.
@@ -53,8 +54,10 @@ inline std::string write_scratch(const std::string& name, const uint8_t* data, s
   std::abort();
 }
 
-/// Aborts when a rejection message is empty or spans more than one line.
+/// Aborts when a rejection message is empty or spans more than one line. With RALA_FUZZ_VERBOSE set, prints it.
 inline void check_one_line(const std::string& message) {
+  static const bool verbose = std::getenv("RALA_FUZZ_VERBOSE") != nullptr;
+  if (verbose) std::fprintf(stderr, "rejected: %s\n", message.c_str());
   if (message.empty()) finding("a reader rejected its input with an empty message");
   if (message.find('\n') != std::string::npos || message.find('\r') != std::string::npos)
     finding("a reader rejected its input with a message of more than one line:\n" + message);

@@ -1,11 +1,13 @@
 #!/usr/bin/python3
 """Writes the seed corpora of the fuzz targets (fuzz/corpus/TARGET/), small on purpose: a few KB per input.
 
-Run from the repository root with Debian's interpreter (torch and PIL; only this generator needs them):
-    /usr/bin/python3 fuzz/make_seeds.py
+Run from the repository root with Debian's interpreter (torch and PIL; only this generator needs them), after
+building the fuzz build's seed writer (`cmake --build build-fuzz --target fuzz_make_seeds`):
+    /usr/bin/python3 fuzz/make_seeds.py [BUILD]          (default BUILD: build-fuzz)
 Seeds are the tests' own files where they are small (tests/data), cut-down copies where they are not (the first images
 of Fashion-MNIST's test split), and a tiny checkpoint in the official layout (torch.save, as make_checkpoint_fixtures.py
-writes its fixtures, with 2×3 tensors instead of a model).
+writes its fixtures, with 2×3 tensors instead of a model), and a tiny checkpoint and safetensors file in our own
+format (BUILD/fuzz_make_seeds: save_checkpoint with extra entries, write_safetensors with metadata).
 """
 import argparse
 import collections
@@ -14,6 +16,9 @@ import io
 import os
 import shutil
 import struct
+import subprocess
+import sys
+import tempfile
 import zipfile
 
 import torch
@@ -57,6 +62,11 @@ def data_pkl(zip_bytes):
 
 
 def main():
+    build = sys.argv[1] if len(sys.argv) > 1 else "build-fuzz"
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([os.path.join(build, "fuzz_make_seeds"), tmp], check=True)
+        own = read(os.path.join(tmp, "own_tiny.pth"))
+        own_st = read(os.path.join(tmp, "own_tiny.safetensors"))
     shutil.rmtree(CORPUS, ignore_errors=True)
     # checkpoint: the test fixture of tensor views, a tiny official-layout checkpoint, a safetensors file.
     views = read(os.path.join(DATA, "checkpoint_views.pth"))
@@ -65,11 +75,14 @@ def main():
     out("checkpoint", "views.pth", views)
     out("checkpoint", "official_tiny.pth", official)
     out("checkpoint", "dtypes.safetensors", st)
+    out("checkpoint", "own_tiny.pth", own)
     # pickle: the data.pkl of those checkpoints.
     out("pickle", "views.pkl", data_pkl(views))
     out("pickle", "official_tiny.pkl", data_pkl(official))
+    out("pickle", "own_tiny.pkl", data_pkl(own))
     # safetensors
     out("safetensors", "dtypes.safetensors", st)
+    out("safetensors", "own_tiny.safetensors", own_st)
     # idx: a 4-byte little-endian length, the images file, the labels file (see fuzz/idx_fuzz.cpp); 3 images.
     with gzip.open(os.path.join(FASHION, "t10k-images-idx3-ubyte.gz")) as f:
         images = f.read(16 + 3 * 784)

@@ -1,6 +1,7 @@
 #include "models/checkpoint.h"
 
 #include <caffe2/serialize/inline_container.h>
+#include <caffe2/serialize/versions.h>
 #include <torch/csrc/jit/serialization/import_read.h>
 
 #include <fcntl.h>
@@ -8,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -554,31 +556,197 @@ class Unpickler {
 // ---------------------------------------------------------------------------------------------------------------------
 // Reading the zip container.
 
-/// Checks that `path` is a readable zip archive with an end-of-central-directory record; throws FormatError otherwise.
-void check_zip_file(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) fail("cannot open checkpoint: ", std::strerror(errno));
-  if (S_ISDIR(st.st_mode)) fail("is a directory, expected a checkpoint file");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("cannot open checkpoint for reading: ", std::strerror(errno));
-  const auto size = static_cast<uint64_t>(st.st_size);
-  char head[4] = {0, 0, 0, 0};
-  in.read(head, 4);
-  if (size < 22 || std::memcmp(head, "PK\x03\x04", 4) != 0) {
-    if (size >= 2 && static_cast<uint8_t>(head[0]) == 0x80)
-      fail("not a zip archive: this looks like the legacy (pre-1.6, non-zip) torch.save format; re-save it in Python "
-           "with torch.save(torch.load(f), f2)");
-    fail("not a zip archive (", size, " bytes, no zip signature): expected a torch.save / save_checkpoint file");
+/// One record of a zip's central directory.
+struct ZipRecord {
+  uint64_t data_offset = 0;  ///< where its (possibly deflated) bytes start in the file
+  uint64_t compressed = 0;   ///< bytes in the file
+  uint64_t size = 0;         ///< bytes once extracted: what LibTorch's getRecord allocates
+  uint16_t method = 0;       ///< 0 stored, 8 deflated
+  uint32_t crc = 0;          ///< CRC-32 of the extracted bytes
+};
+
+/// CRC-32 (IEEE, as zip uses).
+uint32_t crc32(const std::string& data) {
+  uint32_t c = 0xffffffffu;
+  for (const char ch : data) {
+    c ^= static_cast<uint8_t>(ch);
+    for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
   }
-  // The end-of-central-directory record sits in the last 22 + ≤ 65535 (comment) bytes.
-  const uint64_t tail = std::min<uint64_t>(size, 22 + 65535);
-  std::string buf(tail, '\0');
-  in.seekg(static_cast<std::streamoff>(size - tail));
-  in.read(&buf[0], static_cast<std::streamsize>(tail));
-  if (!in) fail("cannot read checkpoint: ", std::strerror(errno));
-  if (buf.rfind(std::string("PK\x05\x06", 4)) == std::string::npos)
-    fail("truncated or corrupt zip archive: no end-of-central-directory record in its ", size, " bytes");
+  return ~c;
 }
+
+/// The central directory of a checkpoint zip, checked against the file before LibTorch's reader sees it. LibTorch
+/// (miniz) allocates a record's declared size before extracting it, throws from its constructor without freeing its
+/// zip state (a leak) when the version record is missing or bad, and looks names up case-insensitively; so every
+/// record's bytes must lie in the file, extracted sizes are bounded by the deflate ratio, records may not overlap
+/// (the overlapping-files zip bomb) or share a name, and the version record must be what LibTorch accepts.
+class ZipDirectory {
+ public:
+  /// The record `name` inside the archive's folder (LibTorch's naming: "data.pkl", "data/0"), or nullptr.
+  const ZipRecord* find(const std::string& name) const {
+    auto it = records_.find(lower(prefix_ + "/" + name));
+    return it == records_.end() ? nullptr : &it->second;
+  }
+
+  /// Reads the directory of `path`; throws FormatError naming what is wrong.
+  static ZipDirectory read(const std::string& path) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) fail("cannot open checkpoint: ", std::strerror(errno));
+    if (S_ISDIR(st.st_mode)) fail("is a directory, expected a checkpoint file");
+    std::ifstream in(path, std::ios::binary);
+    if (!in) fail("cannot open checkpoint for reading: ", std::strerror(errno));
+    ZipDirectory z;
+    z.in_ = &in;
+    z.file_size_ = static_cast<uint64_t>(st.st_size);
+    const std::string head = z.file_size_ >= 4 ? z.bytes(0, 4) : std::string();
+    if (z.file_size_ < 22 || head != std::string("PK\x03\x04", 4)) {
+      if (z.file_size_ >= 2 && static_cast<uint8_t>(head[0]) == 0x80)
+        fail("not a zip archive: this looks like the legacy (pre-1.6, non-zip) torch.save format; re-save it in Python "
+             "with torch.save(torch.load(f), f2)");
+      fail("not a zip archive (", z.file_size_, " bytes, no zip signature): expected a torch.save / save_checkpoint file");
+    }
+    z.read_directory();
+    z.check_version();
+    z.in_ = nullptr;
+    return z;
+  }
+
+ private:
+  static std::string lower(std::string s) {
+    for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+  }
+  static uint64_t le(const std::string& b, size_t at, size_t n) {
+    uint64_t v = 0;
+    for (size_t k = 0; k < n; ++k) v |= uint64_t(static_cast<uint8_t>(b[at + k])) << (8 * k);
+    return v;
+  }
+  /// `n` bytes at `offset`, which must lie in the file.
+  std::string bytes(uint64_t offset, uint64_t n) {
+    if (offset > file_size_ || n > file_size_ - offset)
+      fail("truncated or corrupt zip archive: ", n, " bytes at offset ", offset, " are past the end of its ",
+           file_size_, " bytes");
+    std::string b(n, '\0');
+    in_->seekg(static_cast<std::streamoff>(offset));
+    in_->read(b.data(), static_cast<std::streamsize>(n));
+    if (!*in_) fail("cannot read checkpoint: ", std::strerror(errno));
+    return b;
+  }
+
+  void read_directory() {
+    // The end-of-central-directory record sits in the last 22 + ≤ 65535 (comment) bytes; miniz takes the last one.
+    const uint64_t tail = std::min<uint64_t>(file_size_, 22 + 65535);
+    const std::string buf = bytes(file_size_ - tail, tail);
+    const size_t eocd = buf.rfind(std::string("PK\x05\x06", 4));
+    if (eocd == std::string::npos || eocd + 22 > buf.size())
+      fail("truncated or corrupt zip archive: no end-of-central-directory record in its ", file_size_, " bytes");
+    const uint64_t eocd_at = file_size_ - tail + eocd;
+    uint64_t entries = le(buf, eocd + 10, 2), cd_size = le(buf, eocd + 12, 4), cd_offset = le(buf, eocd + 16, 4);
+    if (le(buf, eocd + 4, 2) != 0 || le(buf, eocd + 6, 2) != 0 || le(buf, eocd + 8, 2) != entries)
+      fail("multi-part zip archives are not supported");
+    if (eocd_at >= 20 && bytes(eocd_at - 20, 4) == std::string("PK\x06\x07", 4)) {  // zip64 locator
+      const std::string loc = bytes(eocd_at - 20, 20);
+      const std::string z64 = bytes(le(loc, 8, 8), 56);
+      if (z64.compare(0, 4, std::string("PK\x06\x06", 4)) != 0)
+        fail("truncated or corrupt zip archive: no zip64 end-of-central-directory record where its locator points");
+      entries = le(z64, 32, 8);
+      cd_size = le(z64, 40, 8);
+      cd_offset = le(z64, 48, 8);
+    }
+    if (entries == 0) fail("the zip archive holds no records");
+    if (entries > cd_size / 46) fail("corrupt zip archive: ", entries, " records cannot fit a ", cd_size, "-byte directory");
+    const std::string cd = bytes(cd_offset, cd_size);
+    std::vector<std::pair<uint64_t, uint64_t>> spans;  // [local header, end of data) of every record
+    size_t at = 0;
+    for (uint64_t i = 0; i < entries; ++i) {
+      if (at + 46 > cd.size() || cd.compare(at, 4, std::string("PK\x01\x02", 4)) != 0)
+        fail("corrupt zip archive: central directory record ", i, " is malformed");
+      const uint64_t flags = le(cd, at + 8, 2), name_len = le(cd, at + 28, 2), extra_len = le(cd, at + 30, 2),
+                     comment_len = le(cd, at + 32, 2);
+      ZipRecord r;
+      r.method = static_cast<uint16_t>(le(cd, at + 10, 2));
+      r.crc = static_cast<uint32_t>(le(cd, at + 16, 4));
+      r.compressed = le(cd, at + 20, 4);
+      r.size = le(cd, at + 24, 4);
+      uint64_t local = le(cd, at + 42, 4), disk = le(cd, at + 34, 2);
+      if (at + 46 + name_len + extra_len + comment_len > cd.size())
+        fail("corrupt zip archive: central directory record ", i, " runs past the directory");
+      const std::string name = cd.substr(at + 46, name_len);
+      // zip64 extended information: the 64-bit values of the fields that hold all ones, in this order.
+      for (size_t e = at + 46 + name_len; e + 4 <= at + 46 + name_len + extra_len;) {
+        const uint64_t id = le(cd, e, 2), len = le(cd, e + 2, 2);
+        if (e + 4 + len > at + 46 + name_len + extra_len) break;
+        if (id == 1) {
+          size_t f = e + 4;
+          for (uint64_t* field : {&r.size, &r.compressed, &local}) {
+            if (*field != 0xffffffffu) continue;
+            if (f + 8 > e + 4 + len) fail("corrupt zip archive: record '", name, "' has a short zip64 field");
+            *field = le(cd, f, 8);
+            f += 8;
+          }
+        }
+        e += 4 + len;
+      }
+      at += 46 + name_len + extra_len + comment_len;
+      if (disk != 0) fail("multi-part zip archives are not supported");
+      // miniz (in LibTorch) refuses these flags: 1 encrypted, 32 patch data, 64 strong encryption.
+      if (flags & (1 | 32 | 64))
+        fail("zip record '", name, "' is encrypted or holds patch data (general-purpose flags ", flags, ")");
+      if (r.method != 0 && r.method != 8)
+        fail("zip record '", name, "' uses compression method ", r.method, "; expected stored (0) or deflated (8)");
+      if (r.method == 0 ? r.size != r.compressed : r.size > 1032 * r.compressed + 1024)
+        fail("corrupt zip archive: record '", name, "' claims ", r.size, " bytes from ", r.compressed,
+             r.method == 0 ? " stored bytes" : " deflated bytes (deflate expands at most 1032 times)");
+      const std::string header = bytes(local, 30);
+      if (header.compare(0, 4, std::string("PK\x03\x04", 4)) != 0)
+        fail("corrupt zip archive: record '", name, "' has no local header at offset ", local);
+      r.data_offset = local + 30 + le(header, 26, 2) + le(header, 28, 2);
+      if (r.data_offset > file_size_ || r.compressed > file_size_ - r.data_offset)
+        fail("truncated or corrupt zip archive: record '", name, "' (", r.compressed, " bytes at offset ",
+             r.data_offset, ") runs past the end of the file");
+      spans.emplace_back(local, r.data_offset + r.compressed);
+      if (i == 0) {
+        const size_t slash = name.find('/');
+        if (slash == std::string::npos)
+          fail("zip archive's first record '", name, "' is not in a folder: not a torch.save checkpoint");
+        prefix_ = name.substr(0, slash);
+      }
+      if (!records_.emplace(lower(name), r).second)
+        fail("corrupt zip archive: two records are named '", name, "' (names compare without case)");
+    }
+    std::sort(spans.begin(), spans.end());
+    for (size_t i = 1; i < spans.size(); ++i)
+      if (spans[i].first < spans[i - 1].second)
+        fail("corrupt zip archive: records at offsets ", spans[i - 1].first, " and ", spans[i].first, " overlap");
+  }
+
+  /// The format version record, as LibTorch's reader checks it in its constructor (stored, decimal, within the
+  /// versions LibTorch reads, CRC intact).
+  void check_version() {
+    const ZipRecord* r = find(".data/version");
+    if (!r) r = find("version");
+    if (!r) fail("zip archive has no version record: not a torch.save checkpoint");
+    if (r->method != 0 || r->size > 64) fail("zip archive's version record is not a short stored number");
+    const std::string text = bytes(r->data_offset, r->size);
+    size_t i = 0;
+    while (i < text.size() && std::isspace(static_cast<unsigned char>(text[i]))) ++i;
+    uint64_t version = 0;
+    size_t digits = 0;
+    for (; i < text.size() && std::isdigit(static_cast<unsigned char>(text[i])) && digits < 6; ++i, ++digits)
+      version = version * 10 + static_cast<uint64_t>(text[i] - '0');
+    if (digits == 0 || digits == 6 || version < caffe2::serialize::kMinSupportedFileFormatVersion ||
+        version > caffe2::serialize::kMaxSupportedFileFormatVersion)
+      fail("zip archive's format version '", text.substr(0, 16), "' is not one LibTorch reads (",
+           caffe2::serialize::kMinSupportedFileFormatVersion, " to ", caffe2::serialize::kMaxSupportedFileFormatVersion,
+           ")");
+    if (crc32(text) != r->crc) fail("corrupt zip archive: the version record's checksum does not match");
+  }
+
+  std::ifstream* in_ = nullptr;  // while read() runs
+  uint64_t file_size_ = 0;
+  std::string prefix_;                       ///< the archive's folder (the first record's)
+  std::map<std::string, ZipRecord> records_;  ///< by lower-cased full name
+};
 
 /// persistent_load: ('storage', storage type, key, location, numel) → a lazy storage object, one per key (`storages`);
 /// `has_record` says whether the zip holds "data/<key>".
@@ -606,16 +774,19 @@ Obj resolve_storage(Heap& heap, const Obj& pid, std::map<std::string, Obj>& stor
 /// An open checkpoint zip: parses data.pkl and reads tensor storages on demand (each record at most once).
 class Archive {
  public:
-  explicit Archive(caffe2::serialize::PyTorchStreamReader& reader) : reader_(reader) {}
+  /// `zip` is the directory of the file `reader` reads: every record is looked up and size-checked there before
+  /// LibTorch allocates and extracts it.
+  Archive(caffe2::serialize::PyTorchStreamReader& reader, const ZipDirectory& zip) : reader_(reader), zip_(zip) {}
 
   /// The unpickled top-level object. Sets from_cpp_pickler.
   Obj parse() {
-    if (reader_.hasRecord("byteorder")) {
+    if (const ZipRecord* r = zip_.find("byteorder")) {
+      if (r->size > 16) fail("the byteorder record has ", r->size, " bytes, expected 'little'");
       auto [ptr, n] = reader_.getRecord("byteorder");
       const std::string order(static_cast<const char*>(ptr.get()), n);
       if (order != "little") fail("tensor data is stored in '", order, "' byte order; only little-endian is supported");
     }
-    if (!reader_.hasRecord("data.pkl")) fail("zip archive has no data.pkl record: not a torch.save checkpoint");
+    if (!zip_.find("data.pkl")) fail("zip archive has no data.pkl record: not a torch.save checkpoint");
     auto [pkl, pkl_size] = reader_.getRecord("data.pkl");
     Unpickler unpickler(heap_, static_cast<const char*>(pkl.get()), pkl_size,
                         [this](const Obj& pid) { return storage(pid); });
@@ -636,7 +807,7 @@ class Archive {
  private:
   Obj storage(const Obj& pid) {
     return resolve_storage(heap_, pid, storages_,
-                           [this](const std::string& record) { return reader_.hasRecord(record); });
+                           [this](const std::string& record) { return zip_.find(record) != nullptr; });
   }
 
   /// The 1-D tensor of a storage's record, read once.
@@ -644,11 +815,13 @@ class Archive {
     auto& cached = loaded_[st.s];
     if (!cached.defined()) {
       const std::string record = "data/" + st.s;
+      uint64_t expected = 0;
+      const uint64_t declared = zip_.find(record)->size;  // resolve_storage checked that it exists
+      if (__builtin_mul_overflow(static_cast<uint64_t>(st.i), c10::elementSize(st.dtype), &expected) ||
+          declared != expected)
+        fail("record ", record, " has ", declared, " bytes, expected ", st.i, " × ", c10::toString(st.dtype));
       auto [ptr, n] = reader_.getRecord(record);
-      const size_t expected = static_cast<size_t>(st.i) * c10::elementSize(st.dtype);
-      if (n != expected)
-        fail("record ", record, " has ", n, " bytes, expected ", expected, " (", st.i, " × ", c10::toString(st.dtype),
-             ")");
+      if (n != expected) fail("record ", record, " has ", n, " bytes, expected ", expected);
       cached = torch::empty({st.i}, torch::TensorOptions().dtype(st.dtype));
       if (n) std::memcpy(cached.data_ptr(), ptr.get(), n);
     }
@@ -656,6 +829,7 @@ class Archive {
   }
 
   caffe2::serialize::PyTorchStreamReader& reader_;
+  const ZipDirectory& zip_;
   Heap heap_;  // owns every object parse() returns
   std::map<std::string, Obj> storages_;
   std::map<std::string, torch::Tensor> loaded_;
@@ -734,14 +908,16 @@ std::string state_where(const Checkpoint& ck) {
 }
 
 Checkpoint read_checkpoint_impl(const std::string& path, const std::string& key) {
-  check_zip_file(path);
+  const ZipDirectory zip = ZipDirectory::read(path);
   std::unique_ptr<caffe2::serialize::PyTorchStreamReader> reader;
   try {
     reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(path);
   } catch (const c10::Error& e) {
     fail("unreadable zip archive: ", first_line(e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    fail("unreadable zip archive: ", first_line(e.what()));
   }
-  Archive archive(*reader);
+  Archive archive(*reader, zip);
   Obj root;
   try {
     root = archive.parse();
@@ -765,6 +941,8 @@ Checkpoint read_checkpoint_impl(const std::string& path, const std::string& key)
         ck.extra = read_extra(*reader);
       } catch (const c10::Error& e) {
         fail("cannot read the extra entries: ", first_line(e.what_without_backtrace()));
+      } catch (const std::exception& e) {
+        fail("cannot read the extra entries: ", first_line(e.what()));
       }
     }
   }
