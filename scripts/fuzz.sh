@@ -46,19 +46,19 @@ run_one() {
   mkdir -p "$work" "$findings"
   local before
   before=$(find "$findings" -type f | wc -l)
-  local status=0
+  local status=0 start=$SECONDS
   # One intra-op thread (no OpenMP team per input); leaks are findings; UB stops the run.
   OMP_NUM_THREADS=1 \
   ASAN_OPTIONS="detect_leaks=1:allocator_may_return_null=0:${ASAN_OPTIONS:-}" \
   UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}" \
     "$BUILD/fuzz_$t" "$work" "fuzz/corpus/$t" -max_total_time="$budget" -timeout=10 -rss_limit_mb=2048 \
       -malloc_limit_mb=256 -print_final_stats=1 -artifact_prefix="$findings/" "$@" >"$log" 2>&1 || status=$?
-  local execs after
+  local execs after elapsed=$((SECONDS - start))
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   after=$(find "$findings" -type f | wc -l)
   local crashes=$((after - before))
   if [ $status -ne 0 ] && [ $crashes -eq 0 ]; then crashes=1; fi
-  printf '%-13s %4ss  %10s executions  %d crashes  corpus %s inputs\n' "$t" "$budget" "${execs:-?}" "$crashes" \
+  printf '%-13s %4ss  %10s executions  %d crashes  corpus %s inputs\n' "$t" "$elapsed" "${execs:-?}" "$crashes" \
     "$(find "$work" "fuzz/corpus/$t" -type f | wc -l)"
   if [ $crashes -ne 0 ]; then
     echo "fuzz.sh: $t: finding(s) in $findings (log: $log):" >&2
