@@ -1,4 +1,4 @@
-# Instrumented builds (a separate build directory each; see `make sanitize` and `make fuzz-ci`).
+# Instrumented builds, each in a build directory of its own (scripts/ci-sanitize.sh, scripts/ci-fuzz.sh, scripts/fuzz.sh).
 #   RALA_SANITIZE=ON  every target with AddressSanitizer + UndefinedBehaviorSanitizer (GCC or clang): the test suite
 #                     under the sanitizers. UB is fatal (-fno-sanitize-recover), so a finding fails its test.
 #   RALA_FUZZ=ON      clang only; implies RALA_SANITIZE, adds libFuzzer's coverage instrumentation to every target

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs one libFuzzer target on its corpus for a time budget and prints the executions and the crashes.
 #   scripts/fuzz.sh TARGET SECONDS [libFuzzer flags…]
-#   scripts/fuzz.sh all SECONDS          every target in turn, SECONDS each (what `make fuzz-ci` runs)
+#   scripts/fuzz.sh all SECONDS          every target in turn, SECONDS each (what scripts/ci-fuzz.sh runs)
 #   scripts/fuzz.sh list                 the targets
 # TARGET: checkpoint pickle safetensors idx image report_input grid pattern (fuzz/TARGET_fuzz.cpp).
 # Builds $FUZZ_BUILD (default build-fuzz: clang, -DRALA_FUZZ=ON, ASan + UBSan) as far as the target needs.
@@ -63,6 +63,15 @@ run_one() {
   if [ $crashes -ne 0 ]; then
     echo "fuzz.sh: $t: finding(s) in $findings (log: $log):" >&2
     grep -E "ERROR: |runtime error: |fuzz finding: |Test unit written|SUMMARY" "$log" | head -8 >&2 || true
+    # A target listed in FUZZ_HANGS_NOT_FATAL whose only finding is a timeout (a hang inside a library that is not
+    # ours: see the README) is reported above but does not fail the run.
+    local timeouts
+    timeouts=$(grep -c "ERROR: libFuzzer: timeout" "$log" || true)
+    if [[ " ${FUZZ_HANGS_NOT_FATAL:-} " == *" $t "* ]] && [ "$timeouts" -ge 1 ] &&
+       ! grep -qE "ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error: |fuzz finding: |deadly signal|out-of-memory" "$log"; then
+      echo "fuzz.sh: $t: a timeout only, listed in FUZZ_HANGS_NOT_FATAL: not counted as a failure" >&2
+      return 0
+    fi
     return 1
   fi
 }
