@@ -12,7 +12,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const auto st = rala::parse_safetensors(bytes, "fuzz.safetensors");
     size_t total = 0;
     for (const auto& [name, t] : st.tensors) {
-      if (!t.defined() || !t.is_contiguous() || !t.device().is_cpu()) rala::fuzz::finding("tensor '" + name + "' is not a contiguous CPU tensor");
+      if (!t.defined() || !t.is_contiguous() || !t.device().is_cpu())
+        rala::fuzz::finding("tensor '" + name + "' is not a contiguous CPU tensor");
       total += static_cast<size_t>(t.numel()) * t.element_size();
     }
     if (total > size) rala::fuzz::finding("tensors hold more bytes than the input");

@@ -89,10 +89,12 @@ std::string jpeg_problem(const std::vector<unsigned char>& b) {
     if (m == 0xD9) break;  // EOI
     const size_t len = (size_t{b[i + 2]} << 8) | b[i + 3];
     if (m == 0xC4) {  // DHT: tables of (class/id, 16 code counts, the symbols)
-      const size_t end = std::min(i + 2 + len, b.size());
-      for (size_t t = i + 4; t + 17 <= end;) {
+      // As stb: tables are read while the segment's length has bytes left, each whole even when the length ends
+      // inside it (stb reads on, and past the end of the file as zeros).
+      const size_t end = i + 2 + len;
+      for (size_t t = i + 4; t < end && t < b.size();) {
         size_t codes = 0;
-        for (size_t k = 1; k <= 16; ++k) codes += b[t + k];
+        for (size_t k = 1; k <= 16; ++k) codes += t + k < b.size() ? b[t + k] : 0;
         if (codes > 256)
           return "a JPEG Huffman table declares " + std::to_string(codes) + " codes, at most 256 are valid";
         t += 17 + codes;
@@ -112,18 +114,20 @@ bool is_image_file(const std::string& path) {
 
 torch::Tensor decode_image(const std::string& path) {
   std::error_code ec;
-  TORCH_CHECK(fs::exists(path, ec), "image '", path, "' cannot be decoded: missing file");
-  TORCH_CHECK(!fs::is_directory(path, ec), "image '", path, "' cannot be decoded: it is a directory, expected a file");
+  TORCH_CHECK(fs::exists(path, ec), "image '", one_line(path), "' cannot be decoded: missing file");
+  TORCH_CHECK(!fs::is_directory(path, ec), "image '", one_line(path),
+              "' cannot be decoded: it is a directory, expected a file");
   std::ifstream in(path, std::ios::binary);
-  TORCH_CHECK(in.good(), "image '", path, "' cannot be decoded: the file cannot be opened for reading");
+  TORCH_CHECK(in.good(), "image '", one_line(path), "' cannot be decoded: the file cannot be opened for reading");
   const std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  TORCH_CHECK(!in.bad(), "image '", path, "' cannot be decoded: read error");
-  TORCH_CHECK(!bytes.empty(), "image '", path, "' cannot be decoded: the file is empty");
+  TORCH_CHECK(!in.bad(), "image '", one_line(path), "' cannot be decoded: read error");
+  TORCH_CHECK(!bytes.empty(), "image '", one_line(path), "' cannot be decoded: the file is empty");
   TORCH_CHECK(bytes.size() <= static_cast<size_t>(std::numeric_limits<int>::max()), "image '", path,
               "' cannot be decoded: ", bytes.size(), " bytes, expected at most 2 GiB");
 
   const auto reject = [&](const std::string& why) {
-    TORCH_CHECK(false, "image '", one_line(path), "' cannot be decoded: ", why);
+    // stb quotes bytes of the file in some reasons ("\n\n\n\n PNG chunk not known"): one line whatever they hold.
+    TORCH_CHECK(false, "image '", one_line(path), "' cannot be decoded: ", one_line(why));
   };
   int width = 0, height = 0, channels_in_file = 0;
   if (!stbi_info_from_memory(bytes.data(), static_cast<int>(bytes.size()), &width, &height, &channels_in_file)) {
