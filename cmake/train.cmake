@@ -28,5 +28,5 @@ target_sources(rala_experiments PRIVATE ${CMAKE_BINARY_DIR}/generated/grid_prese
 
 if(RALA_BUILD_TESTS)
   rala_add_tests(rala_tests_train tests/experiments/train_test.cpp tests/experiments/grid_test.cpp
-                 tests/experiments/distill_test.cpp)
+                 tests/experiments/distill_test.cpp tests/experiments/kill_test.cpp)
 endif()

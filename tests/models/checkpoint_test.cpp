@@ -395,8 +395,8 @@ TEST_F(CheckpointTest, HostilePicklesAreRejectedWithoutCrashing) {
   expect_error([] { detail::inspect_pickle(bytes("\x80\x02h\x07.")); }, {"memo entry 7 unset"});
   expect_error([] { detail::inspect_pickle(bytes("\x80\x02j\xff\xff\xff\xff.")); }, {"memo entry 4294967295 unset"});
 
-  // A list that holds itself, as the state dict's 'model' entry: {'model': L} with L = [L].
-  const std::string cycle = bytes("\x80\x02]q\x00h\x00" "a}q\x01X\x05\x00\x00\x00" "modelq\x02h\x00s.");
+  // A list that holds itself, as the state dict's 'model' entry: {'model': L} with L = [L] (APPEND, POP, then the dict).
+  const std::string cycle = bytes("\x80\x02]q\x00h\x00" "a0}q\x01X\x05\x00\x00\x00" "modelq\x02h\x00s.");
   expect_error([&] { detail::inspect_pickle(cycle); }, {"'model'"});
 
   // Lists nested a million deep (2 MB of pickle): built, rejected and freed without recursion (a recursive free or
