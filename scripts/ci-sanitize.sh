@@ -19,7 +19,7 @@ JOBS=${JOBS:-$(nproc)}
 CXX_FOR_SANITIZE=${SANITIZE_CXX:-clang++}
 
 # ctest -R regex of the CI subset (test names are GoogleTest's Suite.Name).
-SUBSET='^(Checkpoint|Safetensors|FashionMnist|DecodeImage|ImageFolder|Transforms|H5Store|ResultsTable|Report|Grid|Rank|RankCommand|TrainCli|Ablate|KillNine|Info|Predict)'
+SUBSET='^(CheckpointTest|Safetensors|FashionMnist|DecodeImage|ImageFolder|Transforms|H5[A-Za-z]*|ResultsTable|Report[A-Za-z]*|Grid|RankCommand|TrainCli|Ablate|KillNine|InfoCommand|Predict)\.'
 
 mode=subset
 case "${1:-}" in
