@@ -130,6 +130,8 @@ torch::Tensor decode_image(const std::string& path) {
     TORCH_CHECK(false, "image '", one_line(path), "' cannot be decoded: ", one_line(why));
   };
   int width = 0, height = 0, channels_in_file = 0;
+  // Before stbi_info too: it parses the JPEG header's tables (a DHT before the frame header overflows there).
+  if (const std::string why = jpeg_problem(bytes); !why.empty()) reject(why);
   if (!stbi_info_from_memory(bytes.data(), static_cast<int>(bytes.size()), &width, &height, &channels_in_file)) {
     const char* reason = stbi_failure_reason();
     reject(std::string(reason ? reason : "unknown stb_image error") + " (expected a PNG or JPEG file)");
@@ -138,7 +140,6 @@ torch::Tensor decode_image(const std::string& path) {
     reject("its header claims " + std::to_string(width) + "x" + std::to_string(height) + " pixels, more than " +
            std::to_string(kMaxPixelsPerByte) + " per byte of its " + std::to_string(bytes.size()) +
            " bytes can encode");
-  if (const std::string why = jpeg_problem(bytes); !why.empty()) reject(why);
   std::unique_ptr<stbi_uc, void (*)(void*)> pixels(
       stbi_load_from_memory(bytes.data(), static_cast<int>(bytes.size()), &width, &height, &channels_in_file, 3),
       stbi_image_free);

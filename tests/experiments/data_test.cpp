@@ -387,6 +387,10 @@ TEST(DecodeImage, HostileFilesAreRefusedBeforeDecoding) {
   // 257-entry code-length table on it (an ASan heap-buffer-overflow before the check).
   const std::string dht = std::string(RALA_TEST_DATA) + "/fuzz/image/jpeg_dht_overflow.jpg";
   expect_error([&] { decode_image(dht); }, {dht, "Huffman table declares", "at most 256"});
+  // The same in a table before the frame header, where stbi_info already reads it (found by the fuzzer after the check
+  // first ran only between stbi_info and the decode).
+  const std::string dht_header = std::string(RALA_TEST_DATA) + "/fuzz/image/jpeg_dht_overflow_in_header.jpg";
+  expect_error([&] { decode_image(dht_header); }, {dht_header, "Huffman table declares 1861 codes", "at most 256"});
   // Also found by it: stb quotes a PNG chunk's type in its reason, and this one's type is four line feeds.
   const std::string chunk = std::string(RALA_TEST_DATA) + "/fuzz/image/png_chunk_type_newlines.png";
   expect_error([&] { decode_image(chunk); }, {chunk, "\\n\\n\\n\\n PNG chunk not known"});
