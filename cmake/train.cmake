@@ -29,7 +29,7 @@ target_sources(rala_experiments PRIVATE ${CMAKE_BINARY_DIR}/generated/grid_prese
 
 if(RALA_BUILD_TESTS)
   rala_add_tests(rala_tests_train tests/experiments/train_test.cpp tests/experiments/grid_test.cpp
-                 tests/experiments/distill_test.cpp)
+                 tests/experiments/distill_test.cpp tests/experiments/kill_test.cpp)
   # Data-parallel training: launches 1–3 `rala` processes per test on 127.0.0.1 (each bounded by the test itself).
   rala_add_tests(rala_tests_distributed tests/experiments/distributed_test.cpp)
 endif()

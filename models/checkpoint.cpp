@@ -1,6 +1,7 @@
 #include "models/checkpoint.h"
 
 #include <caffe2/serialize/inline_container.h>
+#include <caffe2/serialize/versions.h>
 #include <torch/csrc/jit/serialization/import_read.h>
 
 #include <fcntl.h>
@@ -8,15 +9,19 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <fstream>
 #include <functional>
 #include <memory>
 #include <stdexcept>
 #include <unordered_map>
 
+#include "attention_variants/text.h"
+#include "models/checkpoint_detail.h"
 #include "models/safetensors.h"
 
 namespace rala {
@@ -30,9 +35,10 @@ struct FormatError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// Throws a FormatError: one line, whatever the names and values echoed from the file hold.
 template <typename... Args>
 [[noreturn]] void fail(const Args&... args) {
-  throw FormatError(c10::str(args...));
+  throw FormatError(one_line(c10::str(args...)));
 }
 
 /// The first line of a (possibly multi-line) library message.
@@ -81,7 +87,8 @@ const char* kind_name(Kind k) {
 }
 
 struct PyObj;
-using Obj = std::shared_ptr<PyObj>;
+/// Objects refer to each other by plain pointers; a Heap owns them all (see Heap).
+using Obj = PyObj*;
 
 struct PyObj {
   Kind kind = Kind::none;
@@ -94,27 +101,37 @@ struct PyObj {
   // Tensors are lazy: a storage names its zip record (`s` = key, `i` = numel, `dtype`); a tensor is a view of a
   // storage (`storage`, `offset`, `size`, `stride`), read only when it is selected (see Archive::tensor).
   torch::Dtype dtype = torch::kFloat32;
-  Obj storage;
+  Obj storage = nullptr;
   int64_t offset = 0;
   std::vector<int64_t> size, stride;
 };
 
-Obj make(Kind kind) {
-  auto o = std::make_shared<PyObj>();
-  o->kind = kind;
-  return o;
-}
-Obj make_int(int64_t v) {
-  auto o = make(Kind::integer);
-  o->i = v;
-  return o;
-}
-Obj make_str(Kind kind, std::string s) {
-  auto o = make(kind);
-  o->s = std::move(s);
-  return o;
-}
-Obj opaque(std::string what) { return make_str(Kind::opaque, std::move(what)); }
+/// Owns every object of one unpickled stream. A pickle can build cycles (a list appended to itself) and chains nested
+/// as deep as the stream is long; objects owned here and linked by plain pointers are freed flat, without recursion and
+/// whatever the links.
+class Heap {
+ public:
+  Obj make(Kind kind) {
+    objects_.emplace_back();
+    objects_.back().kind = kind;
+    return &objects_.back();
+  }
+  Obj make_int(int64_t v) {
+    Obj o = make(Kind::integer);
+    o->i = v;
+    return o;
+  }
+  Obj make_str(Kind kind, std::string s) {
+    Obj o = make(kind);
+    o->s = std::move(s);
+    return o;
+  }
+  Obj opaque(std::string what) { return make_str(Kind::opaque, std::move(what)); }
+  size_t size() const { return objects_.size(); }
+
+ private:
+  std::deque<PyObj> objects_;  // a deque never moves its elements: the pointers stay valid
+};
 
 std::string describe(const Obj& o) {
   if (o->kind == Kind::opaque) return "object (" + o->s + ")";
@@ -129,11 +146,18 @@ Obj dict_get(const Obj& dict, const std::string& key) {
   return nullptr;
 }
 
-std::vector<std::string> dict_key_names(const Obj& dict) {
+/// The first `limit` keys of a dict for a message (each cut to 80 bytes), as list_names writes them.
+std::string key_list(const Obj& dict, size_t limit = 20) {
   std::vector<std::string> names;
-  for (const auto& [k, v] : dict->entries)
-    names.push_back(k->kind == Kind::string ? "'" + k->s + "'" : "<" + std::string(kind_name(k->kind)) + " key>");
-  return names;
+  for (const auto& [k, v] : dict->entries) {
+    if (names.size() == limit) break;
+    names.push_back(k->kind != Kind::string ? "<" + std::string(kind_name(k->kind)) + " key>"
+                    : k->s.size() > 80      ? "'" + k->s.substr(0, 80) + "…'"
+                                            : "'" + k->s + "'");
+  }
+  std::string out = list_names(names, limit);
+  if (dict->entries.size() > limit) out += c10::str(", … (", dict->entries.size(), " in all)");
+  return out;
 }
 
 c10::optional<torch::Dtype> storage_dtype(const std::string& name) {
@@ -158,8 +182,11 @@ class Unpickler {
  public:
   using PersistentLoad = std::function<Obj(const Obj& pid)>;
 
-  Unpickler(const char* data, size_t size, PersistentLoad persistent_load)
-      : data_(data), size_(size), persistent_load_(std::move(persistent_load)) {}
+  /// Objects are made in `heap`. At most 4 objects and container entries per input byte (+ 64 Ki) are built: a
+  /// stream that builds more (e.g. one dict made again and again from the same long list) is rejected.
+  Unpickler(Heap& heap, const char* data, size_t size, PersistentLoad persistent_load)
+      : heap_(heap), data_(data), size_(size), budget_(4 * size + (1 << 16)),
+        persistent_load_(std::move(persistent_load)) {}
 
   /// Whether the stream came from the TorchScript (C++) pickler (it tags containers with torch.jit._pickle globals).
   bool from_cpp_pickler() const { return cpp_pickler_; }
@@ -356,6 +383,31 @@ class Unpickler {
     return make_int(static_cast<int64_t>(v));
   }
 
+  // --- objects ---
+  /// Counts `n` new objects or container entries against the budget.
+  void spend(size_t n) {
+    used_ += n;
+    if (used_ > budget_)
+      fail("data.pkl: the pickle builds more than ", budget_, " objects and container entries from its ", size_,
+           " bytes (at offset ", pos_, "); a checkpoint needs far fewer");
+  }
+  Obj make(Kind kind) {
+    spend(1);
+    return heap_.make(kind);
+  }
+  Obj make_int(int64_t v) {
+    spend(1);
+    return heap_.make_int(v);
+  }
+  Obj make_str(Kind kind, std::string s) {
+    spend(1);
+    return heap_.make_str(kind, std::move(s));
+  }
+  Obj opaque(std::string what) {
+    spend(1);
+    return heap_.opaque(std::move(what));
+  }
+
   // --- stack ---
   size_t base() const { return marks_.empty() ? 0 : marks_.back(); }
   [[noreturn]] void underflow(size_t at) const { fail("data.pkl: malformed pickle: stack underflow at offset ", at); }
@@ -383,15 +435,17 @@ class Unpickler {
     if (it == memo_.end()) fail("data.pkl: malformed pickle: memo entry ", idx, " unset at offset ", at);
     return it->second;
   }
-  static void set_items(const Obj& target, const std::vector<Obj>& kv, size_t at) {
+  void set_items(const Obj& target, const std::vector<Obj>& kv, size_t at) {
     if (kv.size() % 2) fail("data.pkl: malformed pickle: odd SETITEMS at offset ", at);
     if (target->kind == Kind::opaque) return;
     if (target->kind != Kind::dict) fail("data.pkl: SETITEM(S) on a ", kind_name(target->kind), " at offset ", at);
+    spend(kv.size() / 2);
     for (size_t k = 0; k < kv.size(); k += 2) target->entries.emplace_back(kv[k], kv[k + 1]);
   }
-  static void append_items(const Obj& target, const std::vector<Obj>& vs, size_t at) {
+  void append_items(const Obj& target, const std::vector<Obj>& vs, size_t at) {
     if (target->kind == Kind::opaque) return;
     if (target->kind != Kind::list) fail("data.pkl: APPEND(S) on a ", kind_name(target->kind), " at offset ", at);
+    spend(vs.size());
     target->items.insert(target->items.end(), vs.begin(), vs.end());
   }
 
@@ -401,16 +455,27 @@ class Unpickler {
     return make_str(Kind::global, module + "." + name);
   }
 
-  Obj call(const Obj& callable, const Obj& args, size_t at) {
+  Obj call(Obj callable, Obj args, size_t at) {
+    // torch._tensor._rebuild_from_type_v2(func, type, args, state) is func(*args): followed in a loop, not by
+    // recursion (the stream decides how deep it nests; each step goes to another object, so the heap bounds it).
+    for (size_t hops = 0; callable->kind == Kind::global && callable->s == "torch._tensor._rebuild_from_type_v2" &&
+                          args->kind == Kind::tuple && args->items.size() >= 3;
+         ++hops) {
+      if (hops > heap_.size()) fail("data.pkl: _rebuild_from_type_v2 at offset ", at, " calls itself in a cycle");
+      callable = args->items[0];
+      args = args->items[2];
+    }
     if (callable->kind != Kind::global) return opaque("result of calling a " + describe(callable));
     const std::string& f = callable->s;
     if (args->kind != Kind::tuple) return opaque(f + "(…)");
     const auto& a = args->items;
     if (f == "collections.OrderedDict" || f == "builtins.dict" || f == "__builtin__.dict") {
       auto d = make(Kind::dict);
-      if (!a.empty() && (a[0]->kind == Kind::list || a[0]->kind == Kind::tuple))
+      if (!a.empty() && (a[0]->kind == Kind::list || a[0]->kind == Kind::tuple)) {
+        spend(a[0]->items.size());
         for (const auto& pair : a[0]->items)
           if (pair->kind == Kind::tuple && pair->items.size() == 2) d->entries.emplace_back(pair->items[0], pair->items[1]);
+      }
       return d;
     }
     if (f == "torch._utils._rebuild_tensor_v2" || f == "torch._utils._rebuild_tensor") return rebuild_tensor(a, at);
@@ -420,7 +485,6 @@ class Unpickler {
          f == "torch.jit._pickle.build_tensorlist" || f == "torch.jit._pickle.build_list") &&
         !a.empty())
       return a[0];
-    if (f == "torch._tensor._rebuild_from_type_v2" && a.size() >= 3) return call(a[0], a[2], at);  // (func, type, args, state)
     return opaque(f + "(…)");
   }
 
@@ -447,14 +511,27 @@ class Unpickler {
     const auto stride = ints(a[3], "stride");
     if (size.size() != stride.size())
       fail("data.pkl: tensor at offset ", at, " has ", size.size(), " sizes but ", stride.size(), " strides");
-    int64_t numel = 1, last = offset;
-    for (size_t d = 0; d < size.size(); ++d) {
-      numel *= size[d];
-      if (size[d] > 0) last += (size[d] - 1) * stride[d];
+    // Sizes, strides and offset come from the file: every product and sum is checked. An empty tensor reads nothing.
+    const auto view = [&] {
+      return c10::str("tensor at offset ", at, " (size ", c10::IntArrayRef(size), ", stride ", c10::IntArrayRef(stride),
+                      ", storage offset ", offset, ")");
+    };
+    if (std::find(size.begin(), size.end(), 0) == size.end()) {
+      int64_t numel = 1, last = offset;
+      for (size_t d = 0; d < size.size(); ++d) {
+        int64_t reach = 0;
+        if (__builtin_mul_overflow(numel, size[d], &numel) || __builtin_mul_overflow(size[d] - 1, stride[d], &reach) ||
+            __builtin_add_overflow(last, reach, &last))
+          fail("data.pkl: ", view(), " overflows 64-bit element indices");
+      }
+      if (last >= storage->i)
+        fail("data.pkl: ", view(), " reaches past its storage of ", storage->i, " elements");
+      // A view of distinct elements has at most as many as its storage; more means strides that repeat elements
+      // (an expanded tensor), whose contiguous copy could be any size a few bytes ask for.
+      if (numel > storage->i)
+        fail("data.pkl: ", view(), " has ", numel, " elements, more than its storage of ", storage->i,
+             ": views that repeat elements (expanded tensors) are not read");
     }
-    if (numel > 0 && last >= storage->i)
-      fail("data.pkl: tensor at offset ", at, " (size ", c10::IntArrayRef(size), ", stride ", c10::IntArrayRef(stride),
-           ", storage offset ", offset, ") reaches past its storage of ", storage->i, " elements");
     auto out = make(Kind::tensor);
     out->dtype = storage->dtype;
     out->storage = storage;
@@ -464,8 +541,10 @@ class Unpickler {
     return out;
   }
 
+  Heap& heap_;
   const char* data_;
   size_t size_;
+  size_t budget_, used_ = 0;
   size_t pos_ = 0;
   PersistentLoad persistent_load_;
   std::vector<Obj> stack_;
@@ -477,47 +556,240 @@ class Unpickler {
 // ---------------------------------------------------------------------------------------------------------------------
 // Reading the zip container.
 
-/// Checks that `path` is a readable zip archive with an end-of-central-directory record; throws FormatError otherwise.
-void check_zip_file(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) fail("cannot open checkpoint: ", std::strerror(errno));
-  if (S_ISDIR(st.st_mode)) fail("is a directory, expected a checkpoint file");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("cannot open checkpoint for reading: ", std::strerror(errno));
-  const auto size = static_cast<uint64_t>(st.st_size);
-  char head[4] = {0, 0, 0, 0};
-  in.read(head, 4);
-  if (size < 22 || std::memcmp(head, "PK\x03\x04", 4) != 0) {
-    if (size >= 2 && static_cast<uint8_t>(head[0]) == 0x80)
-      fail("not a zip archive: this looks like the legacy (pre-1.6, non-zip) torch.save format; re-save it in Python "
-           "with torch.save(torch.load(f), f2)");
-    fail("not a zip archive (", size, " bytes, no zip signature): expected a torch.save / save_checkpoint file");
+/// One record of a zip's central directory.
+struct ZipRecord {
+  uint64_t data_offset = 0;  ///< where its (possibly deflated) bytes start in the file
+  uint64_t compressed = 0;   ///< bytes in the file
+  uint64_t size = 0;         ///< bytes once extracted: what LibTorch's getRecord allocates
+  uint16_t method = 0;       ///< 0 stored, 8 deflated
+  uint32_t crc = 0;          ///< CRC-32 of the extracted bytes
+};
+
+/// CRC-32 (IEEE, as zip uses).
+uint32_t crc32(const std::string& data) {
+  uint32_t c = 0xffffffffu;
+  for (const char ch : data) {
+    c ^= static_cast<uint8_t>(ch);
+    for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
   }
-  // The end-of-central-directory record sits in the last 22 + ≤ 65535 (comment) bytes.
-  const uint64_t tail = std::min<uint64_t>(size, 22 + 65535);
-  std::string buf(tail, '\0');
-  in.seekg(static_cast<std::streamoff>(size - tail));
-  in.read(&buf[0], static_cast<std::streamsize>(tail));
-  if (!in) fail("cannot read checkpoint: ", std::strerror(errno));
-  if (buf.rfind(std::string("PK\x05\x06", 4)) == std::string::npos)
-    fail("truncated or corrupt zip archive: no end-of-central-directory record in its ", size, " bytes");
+  return ~c;
+}
+
+/// The central directory of a checkpoint zip, checked against the file before LibTorch's reader sees it. LibTorch
+/// (miniz) allocates a record's declared size before extracting it, throws from its constructor without freeing its
+/// zip state (a leak) when the version record is missing or bad, and looks names up case-insensitively; so every
+/// record's bytes must lie in the file, extracted sizes are bounded by the deflate ratio, records may not overlap
+/// (the overlapping-files zip bomb) or share a name, and the version record must be what LibTorch accepts.
+class ZipDirectory {
+ public:
+  /// The record `name` inside the archive's folder (LibTorch's naming: "data.pkl", "data/0"), or nullptr.
+  const ZipRecord* find(const std::string& name) const {
+    auto it = records_.find(lower(prefix_ + "/" + name));
+    return it == records_.end() ? nullptr : &it->second;
+  }
+
+  /// Reads the directory of `path`; throws FormatError naming what is wrong.
+  static ZipDirectory read(const std::string& path) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) fail("cannot open checkpoint: ", std::strerror(errno));
+    if (S_ISDIR(st.st_mode)) fail("is a directory, expected a checkpoint file");
+    std::ifstream in(path, std::ios::binary);
+    if (!in) fail("cannot open checkpoint for reading: ", std::strerror(errno));
+    ZipDirectory z;
+    z.in_ = &in;
+    z.file_size_ = static_cast<uint64_t>(st.st_size);
+    const std::string head = z.file_size_ >= 4 ? z.bytes(0, 4) : std::string();
+    if (z.file_size_ < 22 || head != std::string("PK\x03\x04", 4)) {
+      if (z.file_size_ >= 2 && static_cast<uint8_t>(head[0]) == 0x80)
+        fail("not a zip archive: this looks like the legacy (pre-1.6, non-zip) torch.save format; re-save it in Python "
+             "with torch.save(torch.load(f), f2)");
+      fail("not a zip archive (", z.file_size_, " bytes, no zip signature): expected a torch.save / save_checkpoint file");
+    }
+    z.read_directory();
+    z.check_version();
+    z.in_ = nullptr;
+    return z;
+  }
+
+ private:
+  static std::string lower(std::string s) {
+    for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+  }
+  static uint64_t le(const std::string& b, size_t at, size_t n) {
+    uint64_t v = 0;
+    for (size_t k = 0; k < n; ++k) v |= uint64_t(static_cast<uint8_t>(b[at + k])) << (8 * k);
+    return v;
+  }
+  /// `n` bytes at `offset`, which must lie in the file.
+  std::string bytes(uint64_t offset, uint64_t n) {
+    if (offset > file_size_ || n > file_size_ - offset)
+      fail("truncated or corrupt zip archive: ", n, " bytes at offset ", offset, " are past the end of its ",
+           file_size_, " bytes");
+    std::string b(n, '\0');
+    in_->seekg(static_cast<std::streamoff>(offset));
+    in_->read(b.data(), static_cast<std::streamsize>(n));
+    if (!*in_) fail("cannot read checkpoint: ", std::strerror(errno));
+    return b;
+  }
+
+  void read_directory() {
+    // The end-of-central-directory record sits in the last 22 + ≤ 65535 (comment) bytes; miniz takes the last one.
+    const uint64_t tail = std::min<uint64_t>(file_size_, 22 + 65535);
+    const std::string buf = bytes(file_size_ - tail, tail);
+    const size_t eocd = buf.rfind(std::string("PK\x05\x06", 4));
+    if (eocd == std::string::npos || eocd + 22 > buf.size())
+      fail("truncated or corrupt zip archive: no end-of-central-directory record in its ", file_size_, " bytes");
+    const uint64_t eocd_at = file_size_ - tail + eocd;
+    uint64_t entries = le(buf, eocd + 10, 2), cd_size = le(buf, eocd + 12, 4), cd_offset = le(buf, eocd + 16, 4);
+    if (le(buf, eocd + 4, 2) != 0 || le(buf, eocd + 6, 2) != 0 || le(buf, eocd + 8, 2) != entries)
+      fail("multi-part zip archives are not supported");
+    if (eocd_at >= 20 && bytes(eocd_at - 20, 4) == std::string("PK\x06\x07", 4)) {  // zip64 locator
+      const std::string loc = bytes(eocd_at - 20, 20);
+      const std::string z64 = bytes(le(loc, 8, 8), 56);
+      if (z64.compare(0, 4, std::string("PK\x06\x06", 4)) != 0)
+        fail("truncated or corrupt zip archive: no zip64 end-of-central-directory record where its locator points");
+      entries = le(z64, 32, 8);
+      cd_size = le(z64, 40, 8);
+      cd_offset = le(z64, 48, 8);
+    }
+    if (entries == 0) fail("the zip archive holds no records");
+    if (entries > cd_size / 46) fail("corrupt zip archive: ", entries, " records cannot fit a ", cd_size, "-byte directory");
+    const std::string cd = bytes(cd_offset, cd_size);
+    std::vector<std::pair<uint64_t, uint64_t>> spans;  // [local header, end of data) of every record
+    size_t at = 0;
+    for (uint64_t i = 0; i < entries; ++i) {
+      if (at + 46 > cd.size() || cd.compare(at, 4, std::string("PK\x01\x02", 4)) != 0)
+        fail("corrupt zip archive: central directory record ", i, " is malformed");
+      const uint64_t flags = le(cd, at + 8, 2), name_len = le(cd, at + 28, 2), extra_len = le(cd, at + 30, 2),
+                     comment_len = le(cd, at + 32, 2);
+      ZipRecord r;
+      r.method = static_cast<uint16_t>(le(cd, at + 10, 2));
+      r.crc = static_cast<uint32_t>(le(cd, at + 16, 4));
+      r.compressed = le(cd, at + 20, 4);
+      r.size = le(cd, at + 24, 4);
+      uint64_t local = le(cd, at + 42, 4), disk = le(cd, at + 34, 2);
+      if (at + 46 + name_len + extra_len + comment_len > cd.size())
+        fail("corrupt zip archive: central directory record ", i, " runs past the directory");
+      const std::string name = cd.substr(at + 46, name_len);
+      // zip64 extended information: the 64-bit values of the fields that hold all ones, in this order.
+      for (size_t e = at + 46 + name_len; e + 4 <= at + 46 + name_len + extra_len;) {
+        const uint64_t id = le(cd, e, 2), len = le(cd, e + 2, 2);
+        if (e + 4 + len > at + 46 + name_len + extra_len) break;
+        if (id == 1) {
+          size_t f = e + 4;
+          for (uint64_t* field : {&r.size, &r.compressed, &local}) {
+            if (*field != 0xffffffffu) continue;
+            if (f + 8 > e + 4 + len) fail("corrupt zip archive: record '", name, "' has a short zip64 field");
+            *field = le(cd, f, 8);
+            f += 8;
+          }
+        }
+        e += 4 + len;
+      }
+      at += 46 + name_len + extra_len + comment_len;
+      if (disk != 0) fail("multi-part zip archives are not supported");
+      // miniz (in LibTorch) refuses these flags: 1 encrypted, 32 patch data, 64 strong encryption.
+      if (flags & (1 | 32 | 64))
+        fail("zip record '", name, "' is encrypted or holds patch data (general-purpose flags ", flags, ")");
+      if (r.method != 0 && r.method != 8)
+        fail("zip record '", name, "' uses compression method ", r.method, "; expected stored (0) or deflated (8)");
+      if (r.method == 0 ? r.size != r.compressed : r.size > 1032 * r.compressed + 1024)
+        fail("corrupt zip archive: record '", name, "' claims ", r.size, " bytes from ", r.compressed,
+             r.method == 0 ? " stored bytes" : " deflated bytes (deflate expands at most 1032 times)");
+      const std::string header = bytes(local, 30);
+      if (header.compare(0, 4, std::string("PK\x03\x04", 4)) != 0)
+        fail("corrupt zip archive: record '", name, "' has no local header at offset ", local);
+      r.data_offset = local + 30 + le(header, 26, 2) + le(header, 28, 2);
+      if (r.data_offset > file_size_ || r.compressed > file_size_ - r.data_offset)
+        fail("truncated or corrupt zip archive: record '", name, "' (", r.compressed, " bytes at offset ",
+             r.data_offset, ") runs past the end of the file");
+      spans.emplace_back(local, r.data_offset + r.compressed);
+      if (i == 0) {
+        const size_t slash = name.find('/');
+        if (slash == std::string::npos)
+          fail("zip archive's first record '", name, "' is not in a folder: not a torch.save checkpoint");
+        prefix_ = name.substr(0, slash);
+      }
+      if (!records_.emplace(lower(name), r).second)
+        fail("corrupt zip archive: two records are named '", name, "' (names compare without case)");
+    }
+    std::sort(spans.begin(), spans.end());
+    for (size_t i = 1; i < spans.size(); ++i)
+      if (spans[i].first < spans[i - 1].second)
+        fail("corrupt zip archive: records at offsets ", spans[i - 1].first, " and ", spans[i].first, " overlap");
+  }
+
+  /// The format version record, as LibTorch's reader checks it in its constructor (stored, decimal, within the
+  /// versions LibTorch reads, CRC intact).
+  void check_version() {
+    const ZipRecord* r = find(".data/version");
+    if (!r) r = find("version");
+    if (!r) fail("zip archive has no version record: not a torch.save checkpoint");
+    if (r->method != 0 || r->size > 64) fail("zip archive's version record is not a short stored number");
+    const std::string text = bytes(r->data_offset, r->size);
+    size_t i = 0;
+    while (i < text.size() && std::isspace(static_cast<unsigned char>(text[i]))) ++i;
+    uint64_t version = 0;
+    size_t digits = 0;
+    for (; i < text.size() && std::isdigit(static_cast<unsigned char>(text[i])) && digits < 6; ++i, ++digits)
+      version = version * 10 + static_cast<uint64_t>(text[i] - '0');
+    if (digits == 0 || digits == 6 || version < caffe2::serialize::kMinSupportedFileFormatVersion ||
+        version > caffe2::serialize::kMaxSupportedFileFormatVersion)
+      fail("zip archive's format version '", text.substr(0, 16), "' is not one LibTorch reads (",
+           caffe2::serialize::kMinSupportedFileFormatVersion, " to ", caffe2::serialize::kMaxSupportedFileFormatVersion,
+           ")");
+    if (crc32(text) != r->crc) fail("corrupt zip archive: the version record's checksum does not match");
+  }
+
+  std::ifstream* in_ = nullptr;  // while read() runs
+  uint64_t file_size_ = 0;
+  std::string prefix_;                       ///< the archive's folder (the first record's)
+  std::map<std::string, ZipRecord> records_;  ///< by lower-cased full name
+};
+
+/// persistent_load: ('storage', storage type, key, location, numel) → a lazy storage object, one per key (`storages`);
+/// `has_record` says whether the zip holds "data/<key>".
+Obj resolve_storage(Heap& heap, const Obj& pid, std::map<std::string, Obj>& storages,
+                    const std::function<bool(const std::string&)>& has_record) {
+  const auto& t = pid->items;
+  if (pid->kind != Kind::tuple || t.size() < 5 || t[0]->kind != Kind::string || t[0]->s != "storage")
+    return heap.opaque("persistent id");
+  if (t[1]->kind != Kind::global || t[2]->kind != Kind::string || t[4]->kind != Kind::integer || t[4]->i < 0)
+    fail("data.pkl: malformed storage id (expected ('storage', type, key, location, numel))");
+  auto dtype = storage_dtype(t[1]->s);
+  if (!dtype) return heap.opaque("unsupported storage type " + t[1]->s);
+  auto& obj = storages[t[2]->s];
+  if (!obj) {
+    if (!has_record("data/" + t[2]->s)) fail("zip archive has no record data/", t[2]->s, " for a tensor storage");
+    obj = heap.make_str(Kind::storage, t[2]->s);
+    obj->i = t[4]->i;
+    obj->dtype = *dtype;
+  } else if (obj->dtype != *dtype || obj->i != t[4]->i) {
+    fail("data.pkl: storage ", t[2]->s, " is referenced with two types or sizes");
+  }
+  return obj;
 }
 
 /// An open checkpoint zip: parses data.pkl and reads tensor storages on demand (each record at most once).
 class Archive {
  public:
-  explicit Archive(caffe2::serialize::PyTorchStreamReader& reader) : reader_(reader) {}
+  /// `zip` is the directory of the file `reader` reads: every record is looked up and size-checked there before
+  /// LibTorch allocates and extracts it.
+  Archive(caffe2::serialize::PyTorchStreamReader& reader, const ZipDirectory& zip) : reader_(reader), zip_(zip) {}
 
   /// The unpickled top-level object. Sets from_cpp_pickler.
   Obj parse() {
-    if (reader_.hasRecord("byteorder")) {
+    if (const ZipRecord* r = zip_.find("byteorder")) {
+      if (r->size > 16) fail("the byteorder record has ", r->size, " bytes, expected 'little'");
       auto [ptr, n] = reader_.getRecord("byteorder");
       const std::string order(static_cast<const char*>(ptr.get()), n);
       if (order != "little") fail("tensor data is stored in '", order, "' byte order; only little-endian is supported");
     }
-    if (!reader_.hasRecord("data.pkl")) fail("zip archive has no data.pkl record: not a torch.save checkpoint");
+    if (!zip_.find("data.pkl")) fail("zip archive has no data.pkl record: not a torch.save checkpoint");
     auto [pkl, pkl_size] = reader_.getRecord("data.pkl");
-    Unpickler unpickler(static_cast<const char*>(pkl.get()), pkl_size, [this](const Obj& pid) { return storage(pid); });
+    Unpickler unpickler(heap_, static_cast<const char*>(pkl.get()), pkl_size,
+                        [this](const Obj& pid) { return storage(pid); });
     Obj root = unpickler.parse();
     from_cpp_pickler = unpickler.from_cpp_pickler();
     return root;
@@ -533,25 +805,9 @@ class Archive {
   bool from_cpp_pickler = false;
 
  private:
-  /// persistent_load: ('storage', storage type, key, location, numel) → a lazy storage object.
   Obj storage(const Obj& pid) {
-    const auto& t = pid->items;
-    if (pid->kind != Kind::tuple || t.size() < 5 || t[0]->kind != Kind::string || t[0]->s != "storage")
-      return opaque("persistent id");
-    if (t[1]->kind != Kind::global || t[2]->kind != Kind::string || t[4]->kind != Kind::integer || t[4]->i < 0)
-      fail("data.pkl: malformed storage id (expected ('storage', type, key, location, numel))");
-    auto dtype = storage_dtype(t[1]->s);
-    if (!dtype) return opaque("unsupported storage type " + t[1]->s);
-    auto& obj = storages_[t[2]->s];
-    if (!obj) {
-      if (!reader_.hasRecord("data/" + t[2]->s)) fail("zip archive has no record data/", t[2]->s, " for a tensor storage");
-      obj = make_str(Kind::storage, t[2]->s);
-      obj->i = t[4]->i;
-      obj->dtype = *dtype;
-    } else if (obj->dtype != *dtype || obj->i != t[4]->i) {
-      fail("data.pkl: storage ", t[2]->s, " is referenced with two types or sizes");
-    }
-    return obj;
+    return resolve_storage(heap_, pid, storages_,
+                           [this](const std::string& record) { return zip_.find(record) != nullptr; });
   }
 
   /// The 1-D tensor of a storage's record, read once.
@@ -559,11 +815,13 @@ class Archive {
     auto& cached = loaded_[st.s];
     if (!cached.defined()) {
       const std::string record = "data/" + st.s;
+      uint64_t expected = 0;
+      const uint64_t declared = zip_.find(record)->size;  // resolve_storage checked that it exists
+      if (__builtin_mul_overflow(static_cast<uint64_t>(st.i), c10::elementSize(st.dtype), &expected) ||
+          declared != expected)
+        fail("record ", record, " has ", declared, " bytes, expected ", st.i, " × ", c10::toString(st.dtype));
       auto [ptr, n] = reader_.getRecord(record);
-      const size_t expected = static_cast<size_t>(st.i) * c10::elementSize(st.dtype);
-      if (n != expected)
-        fail("record ", record, " has ", n, " bytes, expected ", expected, " (", st.i, " × ", c10::toString(st.dtype),
-             ")");
+      if (n != expected) fail("record ", record, " has ", n, " bytes, expected ", expected);
       cached = torch::empty({st.i}, torch::TensorOptions().dtype(st.dtype));
       if (n) std::memcpy(cached.data_ptr(), ptr.get(), n);
     }
@@ -571,19 +829,23 @@ class Archive {
   }
 
   caffe2::serialize::PyTorchStreamReader& reader_;
+  const ZipDirectory& zip_;
+  Heap heap_;  // owns every object parse() returns
   std::map<std::string, Obj> storages_;
   std::map<std::string, torch::Tensor> loaded_;
 };
 
 /// The tensors of a dict whose keys are strings and whose values are all tensors; `where` names it in errors.
-StateDict to_state_dict(Archive& archive, const Obj& dict, const std::string& where) {
+/// `rebuild` turns a (lazy) tensor object into its tensor.
+template <class Rebuild>
+StateDict to_state_dict(Rebuild&& rebuild, const Obj& dict, const std::string& where) {
   if (dict->kind != Kind::dict) fail(where, " is a ", describe(dict), ", expected a dict of tensors (a state dict)");
   StateDict state;
   for (const auto& [k, v] : dict->entries) {
     if (k->kind != Kind::string) fail(where, " has a ", kind_name(k->kind), " key, expected str keys");
     if (v->kind != Kind::tensor)
       fail(where, " entry '", k->s, "' is a ", describe(v), ", expected a tensor");
-    state[k->s] = archive.tensor(*v);
+    state[k->s] = rebuild(*v);
   }
   return state;
 }
@@ -609,37 +871,22 @@ std::vector<std::pair<std::string, torch::IValue>> read_extra(caffe2::serialize:
   return extra;
 }
 
-Checkpoint read_checkpoint_impl(const std::string& path, const std::string& key) {
-  check_zip_file(path);
-  std::unique_ptr<caffe2::serialize::PyTorchStreamReader> reader;
-  try {
-    reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(path);
-  } catch (const c10::Error& e) {
-    fail("unreadable zip archive: ", first_line(e.what_without_backtrace()));
-  }
-  Archive archive(*reader);
-  Obj root;
-  try {
-    root = archive.parse();
-  } catch (const c10::Error& e) {
-    fail("corrupt zip archive: ", first_line(e.what_without_backtrace()));
-  }
+/// The object holding the state dict in `root` (see read_checkpoint's `key`); sets ck->source_key.
+Obj select_state(const Obj& root, const std::string& key, Checkpoint* ck) {
   if (root->kind != Kind::dict)
     fail("the saved object is a ", describe(root), ", expected a dict (a checkpoint or a state dict)");
-
-  Checkpoint ck;
   Obj source;
   if (key.empty()) {
     for (const char* name : {"model", "model_ema"}) {
       if ((source = dict_get(root, name))) {
-        ck.source_key = name;
+        ck->source_key = name;
         break;
       }
     }
     if (!source) {
       if (!is_tensor_dict(root))
         fail("has no 'model' or 'model_ema' entry and its top level is not a dict of tensors (top-level keys: ",
-             list_names(dict_key_names(root)), ")");
+             key_list(root), ")");
       source = root;
     }
   } else {
@@ -647,14 +894,40 @@ Checkpoint read_checkpoint_impl(const std::string& path, const std::string& key)
     if (!source) {
       if (is_tensor_dict(root))
         fail("has no entry '", key, "': its top level is itself a state dict of ", root->entries.size(),
-             " tensors (read it with key \"\"; keys present: ", list_names(dict_key_names(root), 8), ")");
-      fail("has no entry '", key, "' (keys present: ", list_names(dict_key_names(root)), ")");
+             " tensors (read it with key \"\"; keys present: ", key_list(root, 8), ")");
+      fail("has no entry '", key, "' (keys present: ", key_list(root), ")");
     }
-    ck.source_key = key;
+    ck->source_key = key;
   }
+  return source;
+}
+
+/// How errors name the selected state dict.
+std::string state_where(const Checkpoint& ck) {
+  return ck.source_key.empty() ? std::string("the top-level state dict") : "entry '" + ck.source_key + "'";
+}
+
+Checkpoint read_checkpoint_impl(const std::string& path, const std::string& key) {
+  const ZipDirectory zip = ZipDirectory::read(path);
+  std::unique_ptr<caffe2::serialize::PyTorchStreamReader> reader;
   try {
-    ck.state = to_state_dict(archive, source, ck.source_key.empty() ? std::string("the top-level state dict")
-                                                                     : "entry '" + ck.source_key + "'");
+    reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(path);
+  } catch (const c10::Error& e) {
+    fail("unreadable zip archive: ", first_line(e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    fail("unreadable zip archive: ", first_line(e.what()));
+  }
+  Archive archive(*reader, zip);
+  Obj root;
+  try {
+    root = archive.parse();
+  } catch (const c10::Error& e) {
+    fail("corrupt zip archive: ", first_line(e.what_without_backtrace()));
+  }
+  Checkpoint ck;
+  const Obj source = select_state(root, key, &ck);
+  try {
+    ck.state = to_state_dict([&](const PyObj& t) { return archive.tensor(t); }, source, state_where(ck));
   } catch (const c10::Error& e) {
     fail("corrupt zip archive: ", first_line(e.what_without_backtrace()));
   }
@@ -668,6 +941,8 @@ Checkpoint read_checkpoint_impl(const std::string& path, const std::string& key)
         ck.extra = read_extra(*reader);
       } catch (const c10::Error& e) {
         fail("cannot read the extra entries: ", first_line(e.what_without_backtrace()));
+      } catch (const std::exception& e) {
+        fail("cannot read the extra entries: ", first_line(e.what()));
       }
     }
   }
@@ -802,7 +1077,7 @@ Checkpoint read_checkpoint(const std::string& path, const std::string& key) {
   try {
     return read_checkpoint_impl(path, key);
   } catch (const FormatError& e) {
-    TORCH_CHECK(false, "read_checkpoint: ", path, ": ", e.what());
+    TORCH_CHECK(false, "read_checkpoint: ", one_line(path), ": ", e.what());
   }
 }
 
@@ -842,4 +1117,25 @@ void load_state_dict(torch::nn::Module& module, const StateDict& state, const st
   }
 }
 
+namespace detail {
+
+std::string inspect_pickle(const std::string& bytes) {
+  try {
+    Heap heap;
+    std::map<std::string, Obj> storages;
+    Unpickler unpickler(heap, bytes.data(), bytes.size(), [&](const Obj& pid) {
+      return resolve_storage(heap, pid, storages, [](const std::string&) { return true; });
+    });
+    const Obj root = unpickler.parse();
+    Checkpoint ck;
+    const Obj source = select_state(root, "", &ck);
+    // The tensor views were checked against their storages when rebuilt; no storage data exists here.
+    const StateDict state = to_state_dict([](const PyObj&) { return torch::Tensor(); }, source, state_where(ck));
+    return c10::str(state.size(), " tensors in ", state_where(ck), ", ", storages.size(), " storages");
+  } catch (const FormatError& e) {
+    TORCH_CHECK(false, "inspect_pickle: ", e.what());
+  }
+}
+
+}  // namespace detail
 }  // namespace rala

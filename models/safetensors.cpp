@@ -8,6 +8,7 @@
 #include <functional>
 #include <vector>
 
+#include "attention_variants/text.h"
 #include "models/checkpoint.h"
 
 namespace rala {
@@ -78,7 +79,8 @@ struct Entry {
 };
 
 Safetensors parse(const Source& src, const std::string& name) {
-  auto fail = [&](const auto&... args) { TORCH_CHECK(false, "safetensors '", name, "': ", args...); };
+  // One line, whatever the names echoed from the header hold.
+  auto fail = [&](const auto&... args) { TORCH_CHECK(false, one_line(c10::str("safetensors '", name, "': ", args...))); };
   if (src.size < 8) fail("the file has ", src.size, " bytes, fewer than the 8-byte header length");
   char len_bytes[8];
   src.read(0, 8, len_bytes);

@@ -23,6 +23,8 @@ PACKAGES=(
   liblapack-dev           # LAPACK link library (dgeqrf, dgesdd for the batched spectra)
   gnuplot-nox             # figures
   dataset-fashion-mnist   # training data that ships with the system
+  clang libclang-rt-14-dev  # sanitizer + libFuzzer build (scripts/ci-sanitize.sh, ci-fuzz.sh, fuzz.sh): clang 14,
+                            # its ASan/UBSan runtimes and libFuzzer (Debian ships libFuzzer for clang in libclang-rt-14-dev)
 )
 
 missing=()

@@ -9,9 +9,14 @@
 #include <memory>
 #include <system_error>
 
+#include "attention_variants/text.h"
+
 // stb_image is compiled into this translation unit only, with internal linkage (STB_IMAGE_STATIC), so it cannot clash
-// with another copy (e.g. Debian's libstb.a) linked into the same program.
+// with another copy (e.g. Debian's libstb.a) linked into the same program. Only its PNG and JPEG decoders: the formats
+// image folders hold, and less of stb's code facing files from anywhere.
 #define STB_IMAGE_STATIC
+#define STBI_ONLY_PNG
+#define STBI_ONLY_JPEG
 #define STB_IMAGE_IMPLEMENTATION
 #if defined(__GNUC__)
 #pragma GCC diagnostic push
@@ -59,6 +64,47 @@ std::vector<std::string> images_below(const fs::path& dir) {
   return out;
 }
 
+/// At most this many pixels per byte of the file: deflate expands at most 1032-fold, a PNG pixel takes at least one byte
+/// before compression, and a baseline JPEG codes a 64-pixel block in at least two bits. A header claiming more is a
+/// decompression bomb (a few bytes asking stb for gigabytes).
+constexpr uint64_t kMaxPixelsPerByte = 1032;
+
+/// Why stb_image 2.27 (Debian 12) must not see `bytes`, or "". stb 2.27 writes past its 257-entry size list when a JPEG
+/// Huffman table (DHT) declares more than 256 codes (fixed upstream in 2.28); such a table is invalid JPEG, so every
+/// DHT segment is checked first. Marker segments are walked as stb walks them; entropy-coded data is skipped byte by
+/// byte (a 0xFF there is always followed by 0x00 or a restart marker).
+std::string jpeg_problem(const std::vector<unsigned char>& b) {
+  if (b.size() < 2 || b[0] != 0xFF || b[1] != 0xD8) return "";
+  size_t i = 2;
+  while (i + 4 <= b.size()) {
+    const unsigned m = b[i + 1];
+    if (b[i] != 0xFF || m == 0xFF) {  // entropy-coded data, or a fill byte before a marker
+      ++i;
+      continue;
+    }
+    if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) {  // stuffed 0xFF, TEM, RSTn: no length
+      i += 2;
+      continue;
+    }
+    if (m == 0xD9) break;  // EOI
+    const size_t len = (size_t{b[i + 2]} << 8) | b[i + 3];
+    if (m == 0xC4) {  // DHT: tables of (class/id, 16 code counts, the symbols)
+      // As stb: tables are read while the segment's length has bytes left, each whole even when the length ends
+      // inside it (stb reads on, and past the end of the file as zeros).
+      const size_t end = i + 2 + len;
+      for (size_t t = i + 4; t < end && t < b.size();) {
+        size_t codes = 0;
+        for (size_t k = 1; k <= 16; ++k) codes += t + k < b.size() ? b[t + k] : 0;
+        if (codes > 256)
+          return "a JPEG Huffman table declares " + std::to_string(codes) + " codes, at most 256 are valid";
+        t += 17 + codes;
+      }
+    }
+    i += 2 + len;
+  }
+  return "";
+}
+
 }  // namespace
 
 bool is_image_file(const std::string& path) {
@@ -68,23 +114,38 @@ bool is_image_file(const std::string& path) {
 
 torch::Tensor decode_image(const std::string& path) {
   std::error_code ec;
-  TORCH_CHECK(fs::exists(path, ec), "image '", path, "' cannot be decoded: missing file");
-  TORCH_CHECK(!fs::is_directory(path, ec), "image '", path, "' cannot be decoded: it is a directory, expected a file");
+  TORCH_CHECK(fs::exists(path, ec), "image '", one_line(path), "' cannot be decoded: missing file");
+  TORCH_CHECK(!fs::is_directory(path, ec), "image '", one_line(path),
+              "' cannot be decoded: it is a directory, expected a file");
   std::ifstream in(path, std::ios::binary);
-  TORCH_CHECK(in.good(), "image '", path, "' cannot be decoded: the file cannot be opened for reading");
+  TORCH_CHECK(in.good(), "image '", one_line(path), "' cannot be decoded: the file cannot be opened for reading");
   const std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  TORCH_CHECK(!in.bad(), "image '", path, "' cannot be decoded: read error");
-  TORCH_CHECK(!bytes.empty(), "image '", path, "' cannot be decoded: the file is empty");
+  TORCH_CHECK(!in.bad(), "image '", one_line(path), "' cannot be decoded: read error");
+  TORCH_CHECK(!bytes.empty(), "image '", one_line(path), "' cannot be decoded: the file is empty");
   TORCH_CHECK(bytes.size() <= static_cast<size_t>(std::numeric_limits<int>::max()), "image '", path,
               "' cannot be decoded: ", bytes.size(), " bytes, expected at most 2 GiB");
 
+  const auto reject = [&](const std::string& why) {
+    // stb quotes bytes of the file in some reasons ("\n\n\n\n PNG chunk not known"): one line whatever they hold.
+    TORCH_CHECK(false, "image '", one_line(path), "' cannot be decoded: ", one_line(why));
+  };
   int width = 0, height = 0, channels_in_file = 0;
+  // Before stbi_info too: it parses the JPEG header's tables (a DHT before the frame header overflows there).
+  if (const std::string why = jpeg_problem(bytes); !why.empty()) reject(why);
+  if (!stbi_info_from_memory(bytes.data(), static_cast<int>(bytes.size()), &width, &height, &channels_in_file)) {
+    const char* reason = stbi_failure_reason();
+    reject(std::string(reason ? reason : "unknown stb_image error") + " (expected a PNG or JPEG file)");
+  }
+  if (static_cast<uint64_t>(width) * static_cast<uint64_t>(height) > kMaxPixelsPerByte * bytes.size())
+    reject("its header claims " + std::to_string(width) + "x" + std::to_string(height) + " pixels, more than " +
+           std::to_string(kMaxPixelsPerByte) + " per byte of its " + std::to_string(bytes.size()) +
+           " bytes can encode");
   std::unique_ptr<stbi_uc, void (*)(void*)> pixels(
       stbi_load_from_memory(bytes.data(), static_cast<int>(bytes.size()), &width, &height, &channels_in_file, 3),
       stbi_image_free);
   if (!pixels) {
     const char* reason = stbi_failure_reason();
-    TORCH_CHECK(false, "image '", path, "' cannot be decoded: ", reason ? reason : "unknown stb_image error");
+    reject(reason ? reason : "unknown stb_image error");
   }
   // stb_image gives interleaved (H, W, 3); copy out before the buffer is freed, then make it channels-first.
   auto hwc = torch::from_blob(pixels.get(), {height, width, 3}, torch::kUInt8);

@@ -18,10 +18,11 @@
 
 namespace rala::data {
 
-/// Decodes a PNG or JPEG file (anything stb_image reads: also BMP, GIF, TGA, PNM, ...) into a (3, H, W) uint8 RGB
-/// tensor. Grey is replicated to the three channels; an alpha channel is dropped (no blending); 16-bit PNGs are
-/// reduced to 8 bits. Throws c10::Error naming the file if it is missing, unreadable or cannot be decoded (with the
-/// stb_image reason).
+/// Decodes a PNG or JPEG file (stb_image; other formats are refused) into a (3, H, W) uint8 RGB tensor. Grey is
+/// replicated to the three channels; an alpha channel is dropped (no blending); 16-bit PNGs are reduced to 8 bits.
+/// Throws c10::Error with one line naming the file if it is missing, unreadable or cannot be decoded (with the
+/// stb_image reason), or if its header claims more pixels than its size can encode (over 1032 per byte: a
+/// decompression bomb) — checked before any pixel memory is allocated.
 ///
 ///   auto img = rala::data::decode_image("cat.png");   // img.sizes() == {3, H, W}, img.dtype() == torch::kUInt8
 torch::Tensor decode_image(const std::string& path);

@@ -101,6 +101,13 @@ torch::Tensor imagenet_eval_transform(const torch::Tensor& image, int64_t size) 
               image.defined() ? c10::str(image.scalar_type(), " ", image.sizes()) : std::string("undefined"));
   TORCH_CHECK(size > 0, "imagenet_eval_transform: size must be positive, got ", size);
   const int64_t resize_to = size * 256 / 224;  // int(size * 256 / 224)
+  // The resized image is as elongated as the input: a 1×60000 strip (a 4 KB PNG) would become 256×15,360,000 pixels
+  // before the crop. Photographs, panoramas included, stay far below the limit.
+  const int64_t H = image.size(-2), W = image.size(-1);
+  TORCH_CHECK(H > 0 && W > 0 && std::max(H, W) <= kMaxEvalAspect * std::min(H, W), "imagenet_eval_transform: a ", H,
+              "x", W, " image is more than ", kMaxEvalAspect, " times as long as wide; resizing its shorter side to ",
+              resize_to, " would make the longer one ", std::max(H, W) / std::max<int64_t>(1, std::min(H, W)),
+              " times that (expected at most ", kMaxEvalAspect, ":1)");
   torch::Tensor x = resize_shorter_side(image, resize_to, Interpolation::bicubic, /*antialias=*/true);
   x = center_crop(x, size, size).to(torch::kFloat32).div_(255.0);
   return normalize(x, {kImageNetMean.begin(), kImageNetMean.end()}, {kImageNetStd.begin(), kImageNetStd.end()})

@@ -67,9 +67,13 @@ torch::Tensor center_crop(const torch::Tensor& image, int64_t height, int64_t wi
 /// (x − mean[c]) / std[c] per channel c of a floating (C, H, W) or (N, C, H, W) tensor; mean and std have C entries.
 torch::Tensor normalize(const torch::Tensor& image, const std::vector<double>& mean, const std::vector<double>& std);
 
+/// Largest aspect ratio imagenet_eval_transform takes (its resized image is as elongated as the input).
+constexpr int64_t kMaxEvalAspect = 64;
+
 /// The standard ImageNet evaluation pipeline: Resize(int(size·256/224), bicubic, antialias) on the uint8 image (result
 /// rounded to uint8, as torchvision), CenterCrop(size), /255, Normalize(ImageNet mean, std).
 /// image (3, H, W) uint8 → (3, size, size) float32; a batch (N, 3, H, W) uint8 → (N, 3, size, size) float32.
+/// Images more elongated than kMaxEvalAspect:1 are refused (one line) before anything is allocated.
 ///
 ///   auto x = rala::data::imagenet_eval_transform(rala::data::decode_image("cat.jpg"));        // (3, 224, 224)
 ///   auto y = rala::data::imagenet_eval_transform(rala::data::decode_image("cat.jpg"), 384);   // short side 438

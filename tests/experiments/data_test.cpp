@@ -33,7 +33,15 @@
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 #pragma GCC diagnostic ignored "-Wsign-compare"
 #endif
+// stb_image_write 1.16's JPEG bit writer left-shifts negative ints (UB that every compiler defines as the two's
+// complement shift): the sanitizer build does not check this test-only writer's functions.
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((no_sanitize("shift"))), apply_to = function)
+#endif
 #include <stb/stb_image_write.h>
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif
 #if defined(__GNUC__)
 #pragma GCC diagnostic pop
 #endif
@@ -373,6 +381,38 @@ TEST(DecodeImage, CorruptTruncatedAndMissingFilesNameThePath) {
   expect_error([&] { decode_image(dir.str("empty.jpg")); }, {dir.str("empty.jpg"), "empty"});
 }
 
+// Inputs made to hurt (issue 17): each is refused with one line before stb allocates or writes anything.
+TEST(DecodeImage, HostileFilesAreRefusedBeforeDecoding) {
+  // Found by fuzz/image_fuzz.cpp: a JPEG Huffman table declaring more than 256 codes; stb_image 2.27 writes past its
+  // 257-entry code-length table on it (an ASan heap-buffer-overflow before the check).
+  const std::string dht = std::string(RALA_TEST_DATA) + "/fuzz/image/jpeg_dht_overflow.jpg";
+  expect_error([&] { decode_image(dht); }, {dht, "Huffman table declares", "at most 256"});
+  // The same in a table before the frame header, where stbi_info already reads it (found by the fuzzer after the check
+  // first ran only between stbi_info and the decode).
+  const std::string dht_header = std::string(RALA_TEST_DATA) + "/fuzz/image/jpeg_dht_overflow_in_header.jpg";
+  expect_error([&] { decode_image(dht_header); }, {dht_header, "Huffman table declares 1861 codes", "at most 256"});
+  // Also found by it: stb quotes a PNG chunk's type in its reason, and this one's type is four line feeds.
+  const std::string chunk = std::string(RALA_TEST_DATA) + "/fuzz/image/png_chunk_type_newlines.png";
+  expect_error([&] { decode_image(chunk); }, {chunk, "\\n\\n\\n\\n PNG chunk not known"});
+
+  // A decompression bomb: a valid 1x1 PNG whose header is patched to claim 16000x16000 pixels (768 MB of RGB from a
+  // file of ~70 bytes, under stb's own 1 GiB limit; stb does not check the header's CRC).
+  TempDir dir;
+  const std::string bomb = dir.str("bomb.png");
+  write_png(bomb, 1, 1, 3, {1, 2, 3});
+  std::fstream f(bomb, std::ios::in | std::ios::out | std::ios::binary);
+  const char dims[8] = {0, 0, '\x3e', '\x80', 0, 0, '\x3e', '\x80'};  // 16000 = 0x3e80, big-endian, width then height
+  f.seekp(16);
+  f.write(dims, 8);
+  f.close();
+  expect_error([&] { decode_image(bomb); }, {bomb, "16000x16000", "per byte"});
+
+  // Formats other than PNG and JPEG are not decoded (stb is built with its PNG and JPEG decoders only).
+  const std::string bmp = dir.str("image.png");  // the name does not decide the format
+  ASSERT_NE(stbi_write_bmp(bmp.c_str(), 2, 2, 3, std::vector<uint8_t>(12, 7).data()), 0);
+  expect_error([&] { decode_image(bmp); }, {bmp, "expected a PNG or JPEG"});
+}
+
 // ------------------------------------------------------------------------------------------------
 // ImageFolder
 // ------------------------------------------------------------------------------------------------
@@ -668,6 +708,16 @@ TEST(Transforms, ImagenetEvalShapesAndDtype) {
   ASSERT_EQ(xb.sizes(), torch::IntArrayRef({2, 3, 32, 32}));
   EXPECT_TRUE(torch::allclose(xb[1], imagenet_eval_transform(batch[1], 32)));
   expect_error([&] { imagenet_eval_transform(img.to(torch::kFloat32)); }, {"uint8", "(3, H, W)"});
+}
+
+TEST(Transforms, ImagenetEvalRefusesExtremeAspectRatios) {
+  // A 1x65 strip would be resized to 36x2340 for size 32; a 1x60000 one (a 4 KB PNG) to 256x15,360,000 at 224.
+  const auto at_limit = torch::zeros({3, 1, kMaxEvalAspect}, torch::kUInt8);
+  EXPECT_EQ(imagenet_eval_transform(at_limit, 32).sizes(), torch::IntArrayRef({3, 32, 32}));
+  EXPECT_EQ(imagenet_eval_transform(at_limit.transpose(1, 2), 32).sizes(), torch::IntArrayRef({3, 32, 32}));
+  const auto strip = torch::zeros({3, 1, kMaxEvalAspect + 1}, torch::kUInt8);
+  expect_error([&] { imagenet_eval_transform(strip, 32); }, {"1x65", "more than 64 times", "at most 64:1"});
+  expect_error([&] { imagenet_eval_transform(strip.transpose(1, 2), 32); }, {"65x1", "at most 64:1"});
 }
 
 TEST(Transforms, ImagenetEvalConstantImageIsExact) {

@@ -13,6 +13,7 @@
 
 #include "analysis/h5_store.h"
 #include "models/checkpoint.h"
+#include "models/checkpoint_detail.h"
 #include "models/presets.h"
 #include "tests/test_util.h"
 
@@ -372,6 +373,38 @@ TEST_F(CheckpointTest, PickleProblemsAreNamed) {
   write_bytes(odd, archive_with_pickle(bytes("\x80\x02}q\x00(X\x01\x00\x00\x00" "a"
                                              "cfoo\nBar\n)\x81}b)RK\x01\x85Ru.")));
   expect_error([&] { read_checkpoint(odd); }, {odd, "no 'model' or 'model_ema' entry", "'a'"});
+}
+
+// --- inputs made to hurt (issue 17) ----------------------------------------------------------------------------------
+// Under the sanitizer build (RALA_SANITIZE=ON, scripts/ci-sanitize.sh) these also prove the absence of leaks and
+// out-of-bounds accesses; in every build they prove a one-line rejection instead of a crash.
+
+TEST_F(CheckpointTest, FuzzFindingsAreRejectedInOneLine) {
+  // Minimised inputs from fuzz/checkpoint_fuzz.cpp that leaked memory inside LibTorch's zip reader before the central
+  // directory was checked by us first: a record with the "patched data" flag, and one that makes the reader's
+  // constructor throw.
+  const std::string dir = test::data_path("fuzz/checkpoint/");
+  expect_error([&] { read_checkpoint(dir + "patch_flag_version_leak.pth"); },
+               {dir + "patch_flag_version_leak.pth", "zip"});
+  expect_error([&] { read_checkpoint(dir + "reader_init_throw_leak.pth"); },
+               {dir + "reader_init_throw_leak.pth", "zip"});
+}
+
+TEST_F(CheckpointTest, HostilePicklesAreRejectedWithoutCrashing) {
+  // A memo index that was never set.
+  expect_error([] { detail::inspect_pickle(bytes("\x80\x02h\x07.")); }, {"memo entry 7 unset"});
+  expect_error([] { detail::inspect_pickle(bytes("\x80\x02j\xff\xff\xff\xff.")); }, {"memo entry 4294967295 unset"});
+
+  // A list that holds itself, as the state dict's 'model' entry: {'model': L} with L = [L] (APPEND, POP, then the dict).
+  const std::string cycle = bytes("\x80\x02]q\x00h\x00" "a0}q\x01X\x05\x00\x00\x00" "modelq\x02h\x00s.");
+  expect_error([&] { detail::inspect_pickle(cycle); }, {"'model'"});
+
+  // Lists nested a million deep (2 MB of pickle): built, rejected and freed without recursion (a recursive free or
+  // printer would overflow the stack here).
+  const size_t depth = 1000000;
+  std::string deep = bytes("\x80\x02}X\x05\x00\x00\x00model");
+  deep += std::string(depth, ']') + std::string(depth - 1, 'a') + "s.";
+  expect_error([&] { detail::inspect_pickle(deep); }, {"'model'"});
 }
 
 }  // namespace
