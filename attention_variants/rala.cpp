@@ -24,8 +24,8 @@ RalaAttentionImpl::RalaAttentionImpl(AttentionOptions options)
 }
 
 torch::Tensor RalaAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
-  auto p = project(x);
-  const int64_t N = x.size(2) * x.size(3);
+  auto p = project(x, ctx);
+  const int64_t N = p.q.size(2);  // tokens, prefix tokens included
   auto q = elu_feature(p.q), k = elu_feature(p.k);  // (B, h, N, d)
   if (alpha_) {
     const double scale = std::pow(static_cast<double>(head_dim()), -0.5);

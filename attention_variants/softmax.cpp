@@ -22,7 +22,7 @@ SoftmaxAttentionImpl::SoftmaxAttentionImpl(AttentionOptions options)
 }
 
 torch::Tensor SoftmaxAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
-  auto p = project(x);
+  auto p = project(x, ctx);
   auto q = p.q, k = p.k;  // (B, h, N, d)
   if (rope_) {
     auto tables = context_rope(ctx, head_dim(), x);
