@@ -56,12 +56,13 @@ class ProbeRecorder::LayerSink : public ProbeSink {
   bool wants(Probe p) const override { return options_.probes().count(p) > 0; }
   void receive(Probe p, const torch::Tensor& value) override { values[p] = value; }  // a reference, not a copy
   int64_t attention_limit() const override { return options_.attention_limit(); }
-  void on_layer(int64_t h, int64_t w) override {
+  void on_layer(int64_t h, int64_t w, int64_t prefix) override {
     height = h;
     width = w;
+    prefix_tokens = prefix;
   }
   std::map<Probe, torch::Tensor> values;
-  int64_t height = 0, width = 0;
+  int64_t height = 0, width = 0, prefix_tokens = 0;
 
  private:
   const RecorderOptions& options_;
@@ -179,7 +180,8 @@ void ProbeRecorder::flush_batch(int64_t batch) {
         store_->set_attr(g, "settings", L.settings);
         store_->set_attr(g, "heads", L.heads);
         store_->set_attr(g, "head_dim", L.head_dim);
-        store_->set_attr(g, "tokens", sink.height * sink.width);
+        store_->set_attr(g, "tokens", sink.prefix_tokens + sink.height * sink.width);
+        store_->set_attr(g, "prefix_tokens", sink.prefix_tokens);
         store_->set_attr(g, "H", sink.height);
         store_->set_attr(g, "W", sink.width);
       }

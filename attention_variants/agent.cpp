@@ -66,6 +66,7 @@ std::vector<SettingPair> AgentAttentionImpl::settings_from_state_shapes(const St
   it = shapes.find("dwc.weight");
   if (it != shapes.end() && it->second.size() == 4) out.emplace_back("dwc_kernel", std::to_string(it->second[2]));
   if (shapes.count("q.weight")) out.emplace_back("qkv_bias", shapes.count("q.bias") ? "1" : "0");
+  if (shapes.count("qkv.weight")) out.emplace_back("qkv_bias", shapes.count("qkv.bias") ? "1" : "0");  // DeiT port
   return out;
 }
 
@@ -80,8 +81,12 @@ AgentAttentionImpl::AgentAttentionImpl(AttentionOptions options)
               agent_num_);
   const int64_t C = options_.dim(), h = options_.heads(), n = agent_num_, G = bias_grid_;
   const bool qkv_bias = settings_.flag("qkv_bias");
-  q = register_module("q", torch::nn::Linear(torch::nn::LinearOptions(C, C).bias(qkv_bias)));
-  kv = register_module("kv", torch::nn::Linear(torch::nn::LinearOptions(C, 2 * C).bias(qkv_bias)));
+  if (options_.vit_layout()) {  // the DeiT port's one qkv Linear, rows [q | k | v]
+    qkv = register_module("qkv", torch::nn::Linear(torch::nn::LinearOptions(C, 3 * C).bias(qkv_bias)));
+  } else {
+    q = register_module("q", torch::nn::Linear(torch::nn::LinearOptions(C, C).bias(qkv_bias)));
+    kv = register_module("kv", torch::nn::Linear(torch::nn::LinearOptions(C, 2 * C).bias(qkv_bias)));
+  }
   proj = register_module("proj", torch::nn::Linear(C, C));
   dwc = register_module("dwc", torch::nn::Conv2d(torch::nn::Conv2dOptions(C, C, dwc_kernel_)
                                                      .padding(dwc_kernel_ / 2)
@@ -93,6 +98,10 @@ AgentAttentionImpl::AgentAttentionImpl(AttentionOptions options)
   aw_bias = register_parameter("aw_bias", small_normal({1, h, n, 1, G}));
   ha_bias = register_parameter("ha_bias", small_normal({1, h, G, 1, n}));
   wa_bias = register_parameter("wa_bias", small_normal({1, h, 1, G, n}));
+  if (const int64_t P = options_.prefix_tokens(); P > 0) {  // the DeiT port's cls biases (P = 1 there)
+    ac_bias = register_parameter("ac_bias", small_normal({1, h, n, P}));
+    ca_bias = register_parameter("ca_bias", small_normal({1, h, P, n}));
+  }
 }
 
 std::pair<torch::Tensor, torch::Tensor> AgentAttentionImpl::biases(int64_t height, int64_t width) const {
@@ -108,16 +117,26 @@ std::pair<torch::Tensor, torch::Tensor> AgentAttentionImpl::biases(int64_t heigh
 
 torch::Tensor AgentAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
   check_attention_input(x, options_, kName);
+  auto prefix = context_prefix(ctx, options_, x, kName);
   const int64_t B = x.size(0), C = options_.dim(), h = options_.heads(), d = C / h;
-  const int64_t H = x.size(2), W = x.size(3), N = H * W, P = pool_size_, n = agent_num_;
+  const int64_t T = ctx.prefix_tokens(), H = x.size(2), W = x.size(3), G = H * W, N = T + G;  // N: all tokens
+  const int64_t P = pool_size_, n = agent_num_;
   const double scale = std::pow(static_cast<double>(d), -0.5);
 
-  auto tokens = map_to_tokens(x);        // (B, N, C)
-  auto q_tokens = q->forward(tokens);    // (B, N, C)
-  auto kv_tokens = kv->forward(tokens);  // (B, N, 2C): [k | v]
+  auto tokens = with_prefix(prefix, map_to_tokens(x));  // (B, N, C), the prefix first
+  torch::Tensor q_tokens, kv_tokens;                     // (B, N, C), (B, N, 2C): [k | v]
+  if (!qkv.is_empty()) {
+    auto all = qkv->forward(tokens);
+    q_tokens = all.narrow(2, 0, C);
+    kv_tokens = all.narrow(2, C, 2 * C);
+  } else {
+    q_tokens = q->forward(tokens);
+    kv_tokens = kv->forward(tokens);
+  }
   auto v_tokens = kv_tokens.narrow(2, C, C);
-  // Agents: adaptive average pool of q as a map (the official q.reshape(b, H, W, c).permute(0, 3, 1, 2)).
-  auto agents = torch::adaptive_avg_pool2d(tokens_to_map(q_tokens, H, W), {P, P})
+  // Agents: adaptive average pool of the grid's q as a map (the official q.reshape(b, H, W, c).permute(0, 3, 1, 2);
+  // the DeiT port pools q[:, 1:], the grid without the cls token).
+  auto agents = torch::adaptive_avg_pool2d(tokens_to_map(q_tokens.narrow(1, T, G), H, W), {P, P})
                     .reshape({B, C, n})
                     .transpose(1, 2);  // (B, n_a, C), agent a = row·P + col
   auto qh = token_heads(q_tokens, h);                     // (B, h, N, d)
@@ -127,6 +146,10 @@ torch::Tensor AgentAttentionImpl::forward(const torch::Tensor& x, const Attentio
   emit_internal(ctx, "agent_tokens", ah);
 
   auto bias = biases(H, W);
+  if (T > 0) {  // the DeiT port: the cls biases in front of the grid's (agent ← cls: ac, cls ← agent: ca)
+    bias.first = torch::cat({ac_bias, bias.first}, -1);    // (1, h, n_a, T + G)
+    bias.second = torch::cat({ca_bias, bias.second}, -2);  // (1, h, T + G, n_a)
+  }
   emit_internal(ctx, "position_bias", bias.first);
   emit_internal(ctx, "agent_bias", bias.second);
   auto agent_attn = torch::softmax(torch::matmul(ah * scale, kh.transpose(-2, -1)) + bias.first, -1);  // (B,h,n_a,N)
@@ -141,18 +164,19 @@ torch::Tensor AgentAttentionImpl::forward(const torch::Tensor& x, const Attentio
   emit_probe(ctx, Probe::output, o);
   if (probe_wanted(ctx, Probe::attention, N)) emit_probe(ctx, Probe::attention, torch::matmul(q_attn, agent_attn));
 
-  auto dwc_v = map_to_tokens(dwc->forward(tokens_to_map(v_tokens, H, W)));  // (B, N, C)
-  auto y = merge_token_heads(o) + dwc_v;                                     // (B, N, C)
+  auto dwc_v = map_to_tokens(dwc->forward(tokens_to_map(v_tokens.narrow(1, T, G), H, W)));  // (B, G, C): the grid
+  auto y = merge_token_heads(o);                                                              // (B, N, C)
+  y = T > 0 ? torch::cat({y.narrow(1, 0, T), y.narrow(1, T, G) + dwc_v}, 1) : y + dwc_v;
   emit_internal(ctx, "dwc_v", dwc_v);
   emit_internal(ctx, "output_pre_proj", y);
   if (probe_wanted(ctx, Probe::output_gated)) emit_probe(ctx, Probe::output_gated, token_heads(y, h));
-  return tokens_to_map(proj->forward(y), H, W);  // (B, C, H, W)
+  return finish_tokens(ctx, proj->forward(y), H, W);  // (B, C, H, W)
 }
 
 AttentionMacs AgentAttentionImpl::macs(int64_t height, int64_t width) const {
-  const int64_t N = height * width, C = options_.dim();
+  const int64_t G = height * width, N = options_.prefix_tokens() + G, C = options_.dim();
   AttentionMacs m;
-  m.projections = 4 * N * C * C + dwc_kernel_ * dwc_kernel_ * C * N;  // q, kv, proj; dwc
+  m.projections = 4 * N * C * C + dwc_kernel_ * dwc_kernel_ * C * G;  // q, kv, proj on all tokens; dwc on the grid
   m.matmuls = 4 * agent_num_ * N * C;                                // A kᵀ, agent_attn v, q Aᵀ, q_attn agent_v
   return m;
 }

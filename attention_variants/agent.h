@@ -26,6 +26,12 @@
 /// Internals (golden names): agent_tokens, position_bias, agent_attn, agent_v, agent_bias, q_attn, output_heads
 /// (B, h, N, d), dwc_v and output_pre_proj (B, N, C) as the official code holds them.
 ///
+/// Prefix tokens (DeiT's cls token; attention.h): as the official DeiT port (LeapLabTHU/Agent-Attention
+/// agent_transformer/models/agent_deit.py): the agents are pooled from the grid's q only; the cls token is a key of the
+/// agent attention (bias ac_bias (1, h, n_a, P)) and a query of the agents (bias ca_bias (1, h, P, n_a)); the DWC of
+/// the grid's v adds to the grid tokens only. With vit_layout the projections are the port's one `qkv` (3C, C);
+/// tests/data/agent_deit_attention.h5 is the port's golden.
+///
 /// Usage:
 ///   rala::AgentAttention attn(rala::AttentionOptions(64, 2));                       // 9 agents, 8×8 tables
 ///   rala::AgentAttention pvt(rala::AttentionOptions(64, 2).set("agent_num", 16).set("bias_grid", 28));
@@ -46,6 +52,7 @@ class AgentAttentionImpl : public AttentionBase {
   /// Projections: q C², kv 2C², proj C², dwc k²C per token. Matmuls: s·A kᵀ, agent_attn·v, s·q Aᵀ, q_attn·agent_v:
   /// 4·n_a·C per token. Pooling, bias resampling and softmax are not multiply-accumulates and are not counted.
   AttentionMacs macs(int64_t height, int64_t width) const override;
+  PrefixMode prefix_mode() const override { return PrefixMode::joint; }
 
   /// The position bias B1 (1, h, n_a, H·W) and agent bias B2 (1, h, H·W, n_a) for an H×W grid (resampled tables).
   std::pair<torch::Tensor, torch::Tensor> biases(int64_t height, int64_t width) const;
@@ -56,6 +63,7 @@ class AgentAttentionImpl : public AttentionBase {
 
   torch::nn::Linear q{nullptr};     ///< (C, C)
   torch::nn::Linear kv{nullptr};    ///< (2C, C): rows [k | v]
+  torch::nn::Linear qkv{nullptr};   ///< (3C, C): rows [q | k | v], vit_layout only (then no q, kv)
   torch::nn::Linear proj{nullptr};  ///< (C, C) with bias
   torch::nn::Conv2d dwc{nullptr};   ///< (C, 1, k, k) with bias, groups C
   torch::Tensor an_bias, na_bias;   ///< (h, n_a, 7, 7)
@@ -63,6 +71,8 @@ class AgentAttentionImpl : public AttentionBase {
   torch::Tensor aw_bias;            ///< (1, h, n_a, 1, Ww)
   torch::Tensor ha_bias;            ///< (1, h, Hw, 1, n_a)
   torch::Tensor wa_bias;            ///< (1, h, 1, Ww, n_a)
+  torch::Tensor ac_bias;            ///< (1, h, n_a, P) agent ← prefix token: only with prefix_tokens P > 0
+  torch::Tensor ca_bias;            ///< (1, h, P, n_a) prefix token ← agent: only with prefix_tokens P > 0
 
  private:
   int64_t agent_num_, pool_size_, bias_grid_, dwc_kernel_;

@@ -45,6 +45,33 @@ const torch::Tensor& ProbeCollector::get(Probe p) const {
   return it->second;
 }
 
+const char* prefix_mode_name(PrefixMode m) { return m == PrefixMode::joint ? "joint" : "pooled"; }
+
+torch::Tensor AttentionBase::forward_tokens(const torch::Tensor& tokens, const AttentionContext& ctx) {
+  const char* name = variant_info(variant_).name;
+  const int64_t H = ctx.height, W = ctx.width, P = options_.prefix_tokens();
+  TORCH_CHECK(tokens.defined() && tokens.dim() == 3, name, ": tokens must be (B, P + H·W, C), got ",
+              tokens.defined() ? tokens.sizes() : c10::IntArrayRef{});
+  TORCH_CHECK(H > 0 && W > 0, name, ": the context's grid must be non-empty, got ", H, "x", W);
+  TORCH_CHECK(tokens.size(1) == P + H * W, name, ": tokens must be ", P, " prefix + ", H, "x", W, " grid = ",
+              P + H * W, ", got ", tokens.size(1), " (shape ", tokens.sizes(), ")");
+  auto grid = tokens_to_map(tokens.narrow(1, P, H * W), H, W);  // (B, C, H, W), a view
+  AttentionContext c = ctx;
+  c.prefix = torch::Tensor();
+  c.prefix_output = nullptr;
+  if (P == 0) return map_to_tokens(forward(grid, c));
+  if (prefix_mode() == PrefixMode::pooled) {  // the documented fallback: the mean of the grid outputs
+    auto y = map_to_tokens(forward(grid, c));  // (B, N, C)
+    return torch::cat({y.mean(1, true).expand({-1, P, -1}), y}, 1);
+  }
+  torch::Tensor prefix_out;
+  c.prefix = tokens.narrow(1, 0, P);
+  c.prefix_output = &prefix_out;
+  auto y = map_to_tokens(forward(grid, c));
+  TORCH_CHECK(prefix_out.defined() && prefix_out.size(1) == P, name, ": the prefix tokens got no output");
+  return torch::cat({prefix_out, y}, 1);
+}
+
 AttentionContext AttentionContext::for_input(const torch::Tensor& x, int64_t head_dim, ProbeSink* probes) {
   TORCH_CHECK(x.dim() == 4, "attention input must be (B, C, H, W), got a ", x.dim(), "-D tensor ", x.sizes());
   AttentionContext ctx;

@@ -109,8 +109,9 @@ class ProbeSink {
   virtual void receive_internal(const std::string& name, const torch::Tensor& value) {}
   /// Largest token count N for which the (B, h, N, N) attention map is materialised.
   virtual int64_t attention_limit() const { return 4096; }
-  /// Called by the model harness before the layer runs, with the layer's token grid.
-  virtual void on_layer(int64_t height, int64_t width) {}
+  /// Called by the model harness before the layer runs, with the layer's token grid and its prefix tokens (the
+  /// probes then cover prefix_tokens + height·width tokens, the prefix first).
+  virtual void on_layer(int64_t height, int64_t width, int64_t prefix_tokens) {}
 };
 
 /// A sink that keeps a detached copy of every probe it wants (all but `attention` by default), and of the variant
@@ -149,14 +150,46 @@ class ProbeCollector : public ProbeSink {
 // Context and options
 // ------------------------------------------------------------------------------------------------
 
-/// Per-call context: the token grid, the stage's 2-D RoPE tables (N, d) and an optional probe sink.
+// ------------------------------------------------------------------------------------------------
+// Prefix tokens
+// ------------------------------------------------------------------------------------------------
+// A plain ViT (the DeiT harness) puts P tokens that belong to no grid position ahead of the H×W patch grid: DeiT's cls
+// token (P = 1). A layer built with AttentionOptions::prefix_tokens(P) takes them through forward_tokens():
+//   tokens (B, P + H·W, C), the prefix first, then the grid in raster order → (B, P + H·W, C).
+// How a variant mixes them (PrefixMode):
+//   joint  — the prefix tokens are tokens of the mixer like any other, as the official DeiT ports of InLine
+//            (models/inline_deit.py) and Agent attention (agent_transformer/models/agent_deit.py) do it: every global
+//            reduction (softmax over keys, Σ_j φ(k_j)ᵀ v_j, means, α, SE weights, …) runs over all P + N tokens, and
+//            the prefix tokens attend and are attended; terms bound to the grid (LePE, DWC, RoPE, the convolutions,
+//            positional tables, scan order) act on the grid tokens only — RoPE leaves the prefix un-rotated as
+//            RoPE-ViT (naver-ai/rope-vit) does. Every probe then covers all P + N tokens, prefix first (`attention`
+//            is the (P + N)² map). Each variant's header says what its prefix tokens do.
+//   pooled — the fallback for a variant that cannot take a prefix token: the mixer runs on the grid alone and each
+//            prefix token's output is the mean of the grid outputs (it still reads the image through attention);
+//            probes cover the grid only. No variant of the registry needs it.
+// Inside a variant's forward(x, ctx) the prefix tokens arrive as ctx.prefix and their output leaves through
+// ctx.prefix_output (common.h: context_prefix, with_prefix, finish_tokens); forward_tokens sets both.
+
+/// How a variant treats prefix tokens (see above).
+enum class PrefixMode { joint, pooled };
+/// "joint", "pooled".
+const char* prefix_mode_name(PrefixMode m);
+
+/// Per-call context: the token grid, the stage's 2-D RoPE tables (N, d), an optional probe sink, and the call's prefix
+/// tokens (set by AttentionBase::forward_tokens).
 struct AttentionContext {
   int64_t height = 0;
   int64_t width = 0;
   torch::Tensor rope_sin;  ///< (N, d), rows in raster order (token l = row·W + col); undefined → built on demand
   torch::Tensor rope_cos;  ///< (N, d)
   ProbeSink* probes = nullptr;
+  /// Prefix tokens (B, P, C) of this call (DeiT's cls token), undefined when none. Set by forward_tokens.
+  torch::Tensor prefix;
+  /// Where a variant in PrefixMode::joint puts the prefix tokens' output (B, P, C). Set by forward_tokens.
+  torch::Tensor* prefix_output = nullptr;
 
+  /// Number of prefix tokens P of this call (0 when none).
+  int64_t prefix_tokens() const { return prefix.defined() ? prefix.size(1) : 0; }
   /// Context for x (B, C, H, W) with RoPE tables for head width `head_dim` (cached per grid size).
   static AttentionContext for_input(const torch::Tensor& x, int64_t head_dim, ProbeSink* probes = nullptr);
 };
@@ -173,6 +206,13 @@ struct AttentionOptions {
   TORCH_ARG(int64_t, heads);
   /// Settings in the order given; later ones win.
   TORCH_ARG(std::vector<SettingPair>, settings) = {};
+  /// Prefix tokens P every forward_tokens call carries (DeiT: 1, the cls token; see "Prefix tokens" above). Counted
+  /// in macs(); Agent attention registers its cls biases (ac_bias, ca_bias) for them.
+  TORCH_ARG(int64_t, prefix_tokens) = 0;
+  /// The plain-ViT parameter layout of the DeiT harness and of the official DeiT ports: Linear projections (weight
+  /// (out, C)) where the RAVLT layout has 1×1 convs ((out, C, 1, 1)) — `qkv`/`qkvo` and `proj` of S, L, F, C, R, H, X,
+  /// Y — and Agent's and InLine's one `qkv` (3C, C) instead of `q` + `kv`. Same function, other keys and shapes.
+  TORCH_ARG(bool, vit_layout) = false;
 
  public:
   /// Appends one setting (validated when the variant is built).
@@ -202,10 +242,17 @@ class AttentionBase : public torch::nn::Module {
  public:
   /// x: (B, C, H, W) with H·W = N; returns (B, C, H, W).
   virtual torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx) = 0;
+  /// The token form for harnesses with prefix tokens (see "Prefix tokens" above): tokens (B, P + H·W, C) with
+  /// P = options().prefix_tokens(), the grid H×W = ctx.height × ctx.width in raster order → (B, P + H·W, C).
+  /// ctx.prefix / prefix_output are set here (any given are replaced).
+  ///   auto y = attn->forward_tokens(tokens, ctx);   // ctx.height, ctx.width: the patch grid
+  torch::Tensor forward_tokens(const torch::Tensor& tokens, const AttentionContext& ctx);
+  /// How forward_tokens treats the prefix tokens: PrefixMode::joint for a variant whose forward reads ctx.prefix.
+  virtual PrefixMode prefix_mode() const { return PrefixMode::pooled; }
   Variant variant() const { return variant_; }
   /// Whether forward() reads ctx.rope_sin / rope_cos.
   virtual bool uses_rope() const { return false; }
-  /// MACs of one image on an H×W grid (analytic, per-module formulas).
+  /// MACs of one image on an H×W grid (analytic, per-module formulas), the options' prefix tokens included.
   virtual AttentionMacs macs(int64_t height, int64_t width) const = 0;
   const AttentionOptions& options() const { return options_; }
   /// The layer's effective settings (the variant's defaults with options().settings() applied).

@@ -163,19 +163,23 @@ TiledResult tiled_linear_attention(const torch::Tensor& fq, const torch::Tensor&
 
 torch::Tensor ChelaAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
   check_attention_input(x, options_, "chela");
-  const int64_t C = options_.dim(), h = options_.heads(), H = x.size(2), W = x.size(3), N = H * W;
-  auto xt = map_to_tokens(x);  // (B, N, C)
+  auto prefix = context_prefix(ctx, options_, x, "chela");
+  const int64_t C = options_.dim(), h = options_.heads(), H = x.size(2), W = x.size(3);
+  const int64_t N = ctx.prefix_tokens() + H * W;  // all tokens, the prefix first
+  auto xt = with_prefix(prefix, map_to_tokens(x));  // (B, N, C)
   auto s = torch::silu(short_conv->forward(x));
   emit_internal(ctx, "short_conv", s);
   auto mx = long_convolution(s, long_fft_);  // (B, C, H, W)
   emit_internal(ctx, "long_conv", mx);
-  auto mxt = map_to_tokens(mx);
+  // The short-long convolutions (and the SiLU between them) are bound to the grid: a prefix token's mx is itself.
+  auto mxt = with_prefix(prefix, map_to_tokens(mx));  // (B, N, C)
   auto v = torch::silu(v_proj->forward(value_from_conv_ ? mxt : xt));  // (B, N, hdim)
   auto base = mx_proj->forward(mxt);                                    // (B, N, C + zdim + hdim + C)
   auto u = torch::sigmoid(base.narrow(-1, 0, C));
   auto zr = torch::silu(base.narrow(-1, C, zdim_ + hdim_));
   auto hx = base.narrow(-1, C + zdim_ + hdim_, C);
-  if (internal_wanted(ctx, "update_gate")) emit_internal(ctx, "update_gate", tokens_to_map(u, H, W));
+  if (internal_wanted(ctx, "update_gate"))
+    emit_internal(ctx, "update_gate", tokens_to_map(u.narrow(1, ctx.prefix_tokens(), H * W), H, W));
   auto z = zr.narrow(-1, 0, zdim_), r = zr.narrow(-1, zdim_, hdim_);
   auto q = z * gamma[0] + beta[0], k = z * gamma[1] + beta[1];  // (B, N, zdim)
   auto phi = [&](const torch::Tensor& t) { return relu_phi_ ? torch::relu(t) : elu_feature(t); };
@@ -192,21 +196,22 @@ torch::Tensor ChelaAttentionImpl::forward(const torch::Tensor& x, const Attentio
   if (probe_wanted(ctx, Probe::output_gated)) emit_probe(ctx, Probe::output_gated, token_heads(gated, h));
   auto hh = torch::silu(hx + h_proj->forward(gated));  // (B, N, C)
   auto out = interpolate_ ? u * (hh - xt) : u * hh;
-  return tokens_to_map(out, H, W);
+  return finish_tokens(ctx, out, H, W);
 }
 
 AttentionMacs ChelaAttentionImpl::macs(int64_t height, int64_t width) const {
-  const int64_t C = options_.dim(), h = options_.heads(), N = height * width;
+  // Token-wise parts on N = P + H·W tokens; the convolutions on the grid.
+  const int64_t C = options_.dim(), h = options_.heads(), G = height * width, N = options_.prefix_tokens() + G;
   const int64_t ks = short_conv->weight.size(2), K = long_conv->weight.size(2);
   const int64_t kh = std::min(K, 2 * height - 1), kw = std::min(K, 2 * width - 1);
   AttentionMacs m;
-  m.projections = N * (C * hdim_ + C * (2 * C + zdim_ + hdim_) + hdim_ * C + ks * ks * C);
+  m.projections = N * (C * hdim_ + C * (2 * C + zdim_ + hdim_) + hdim_ * C) + G * ks * ks * C;
   if (long_fft_) {
     const int64_t ph = fast_fft_size(height + kh - 1), pw = fast_fft_size(width + kw - 1), P = ph * pw;
     const double transforms = 3.0 * static_cast<double>(P) * std::log2(static_cast<double>(P));
     m.projections += C * (static_cast<int64_t>(std::llround(transforms)) + 4 * ph * (pw / 2 + 1));
   } else {
-    m.projections += N * kh * kw * C;
+    m.projections += G * kh * kw * C;
   }
   m.matmuls = 2 * N * zdim_ * (hdim_ / h) + N * zdim_;
   return m;

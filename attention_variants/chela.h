@@ -53,6 +53,9 @@
 /// (before h_proj); attention (B, h, N, N) the implied map. Internals: "short_conv" = silu(ShortConv(x)) and
 /// "long_conv" = mx, "update_gate" = u, each (B, C, H, W).
 ///
+/// Prefix tokens (DeiT's cls token; attention.h): the linear attention runs over all P + N tokens; the short-long
+/// convolutions (and the SiLU between them) are bound to the grid, so the cls token's mx is the token itself.
+///
 /// Usage:
 ///   rala::ChelaAttention attn(rala::AttentionOptions(64, 2));                              // global FFT long conv
 ///   rala::ChelaAttention local(rala::AttentionOptions(64, 2).set("long_conv", "local").set("long_kernel", 11));
@@ -75,6 +78,7 @@ class ChelaAttentionImpl : public AttentionBase {
   /// per channel (three real 2-D transforms of P = P_h·P_w points, P_h ≥ H + k_h − 1 the transform length, and the
   /// complex product); matmuls: kv and φ(q)·kv 2·N·zdim·hdim/h, normaliser N·zdim. Element-wise gates are not counted.
   AttentionMacs macs(int64_t height, int64_t width) const override;
+  PrefixMode prefix_mode() const override { return PrefixMode::joint; }
 
   /// The long convolution of s (B, C, H, W): by FFT when `fft`, else directly (forward() passes long_fft()).
   torch::Tensor long_convolution(const torch::Tensor& s, bool fft) const;

@@ -106,12 +106,62 @@ void emit_internal(const AttentionContext& ctx, const std::string& name, const t
 
 RopeTables context_rope(const AttentionContext& ctx, int64_t head_dim, const torch::Tensor& x) {
   const int64_t N = x.size(2) * x.size(3);
-  if (!ctx.rope_sin.defined()) return cached_rope_tables(head_dim, x.size(2), x.size(3), x.options());
-  TORCH_CHECK(ctx.rope_sin.dim() == 2 && ctx.rope_sin.size(0) == N && ctx.rope_sin.size(1) == head_dim &&
-                  ctx.rope_cos.sizes() == ctx.rope_sin.sizes(),
-              "RoPE tables must be (N, head_dim) = (", N, ", ", head_dim, "), got sin ", ctx.rope_sin.sizes(), " cos ",
-              ctx.rope_cos.defined() ? ctx.rope_cos.sizes() : c10::IntArrayRef{});
-  return {ctx.rope_sin, ctx.rope_cos};
+  RopeTables grid;
+  if (!ctx.rope_sin.defined()) {
+    grid = cached_rope_tables(head_dim, x.size(2), x.size(3), x.options());
+  } else {
+    TORCH_CHECK(ctx.rope_sin.dim() == 2 && ctx.rope_sin.size(0) == N && ctx.rope_sin.size(1) == head_dim &&
+                    ctx.rope_cos.sizes() == ctx.rope_sin.sizes(),
+                "RoPE tables must be (N, head_dim) = (", N, ", ", head_dim, "), got sin ", ctx.rope_sin.sizes(),
+                " cos ", ctx.rope_cos.defined() ? ctx.rope_cos.sizes() : c10::IntArrayRef{});
+    grid = {ctx.rope_sin, ctx.rope_cos};
+  }
+  return with_unrotated_prefix(grid, ctx.prefix_tokens());
+}
+
+RopeTables with_unrotated_prefix(const RopeTables& tables, int64_t prefix) {
+  if (prefix == 0) return tables;
+  const int64_t f = tables.sin.size(1);
+  return {torch::cat({torch::zeros({prefix, f}, tables.sin.options()), tables.sin}),
+          torch::cat({torch::ones({prefix, f}, tables.cos.options()), tables.cos})};
+}
+
+torch::Tensor context_prefix(const AttentionContext& ctx, const AttentionOptions& options, const torch::Tensor& x,
+                             const char* variant_name) {
+  if (!ctx.prefix.defined()) return {};
+  const auto& p = ctx.prefix;
+  TORCH_CHECK(p.dim() == 3 && p.size(0) == x.size(0) && p.size(2) == options.dim() && p.scalar_type() == x.scalar_type(),
+              variant_name, ": prefix tokens must be (B, P, C) = (", x.size(0), ", P, ", options.dim(), ") of the input's "
+              "dtype, got ", p.sizes(), " ", p.scalar_type());
+  TORCH_CHECK(p.size(1) == options.prefix_tokens(), variant_name, ": the call has ", p.size(1),
+              " prefix tokens, the layer was built for ", options.prefix_tokens(), " (AttentionOptions::prefix_tokens)");
+  TORCH_CHECK(ctx.prefix_output != nullptr, variant_name, ": prefix tokens need the context's prefix_output (call "
+              "forward_tokens)");
+  return p;
+}
+
+torch::Tensor with_prefix(const torch::Tensor& prefix, const torch::Tensor& grid_tokens) {
+  return prefix.defined() ? torch::cat({prefix, grid_tokens}, 1) : grid_tokens;
+}
+
+torch::Tensor prefix_reweighted_features(const torch::Tensor& rw, const torch::Tensor& plain, int64_t prefix, double w0,
+                                         bool query) {
+  if (prefix == 0) return rw;
+  const int64_t N = rw.size(2), f = rw.size(3);
+  const double s = std::sqrt(w0);
+  auto pre = plain.narrow(2, 0, prefix) * s, grid = plain.narrow(2, prefix, N) * s;  // (B, h, P|N, d)
+  auto grid_rows = query ? torch::cat({rw, grid, torch::zeros_like(grid)}, -1)
+                         : torch::cat({rw, torch::zeros_like(grid), grid}, -1);
+  auto blank = torch::zeros({pre.size(0), pre.size(1), prefix, f}, pre.options());
+  auto prefix_rows = torch::cat({blank, pre, query ? pre : torch::zeros_like(pre)}, -1);
+  return torch::cat({prefix_rows, grid_rows}, 2);  // (B, h, P + N, f + 2d)
+}
+
+torch::Tensor finish_tokens(const AttentionContext& ctx, const torch::Tensor& tokens, int64_t height, int64_t width) {
+  const int64_t P = ctx.prefix_tokens();
+  if (P == 0) return tokens_to_map(tokens, height, width);
+  *ctx.prefix_output = tokens.narrow(1, 0, P);
+  return tokens_to_map(tokens.narrow(1, P, height * width), height, width);
 }
 
 torch::nn::Conv2d conv1x1(int64_t in, int64_t out, bool bias) {

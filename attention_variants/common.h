@@ -72,7 +72,29 @@ bool internal_wanted(const AttentionContext& ctx, const std::string& name);
 void emit_internal(const AttentionContext& ctx, const std::string& name, const torch::Tensor& value);
 
 /// The context's RoPE tables, checked to be (N, head_dim) for x's grid; built from the cache when the context has none.
+/// With prefix tokens in the context: (P + N, head_dim), the prefix rows un-rotated (sin 0, cos 1) ahead of the grid's.
 RopeTables context_rope(const AttentionContext& ctx, int64_t head_dim, const torch::Tensor& x);
+/// Grid tables (N, f) with `prefix` un-rotated rows (sin 0, cos 1) put in front: (prefix + N, f).
+RopeTables with_unrotated_prefix(const RopeTables& tables, int64_t prefix);
+
+/// Prefix tokens (attention.h): the context's prefix (B, P, C) checked against the layer (P = its prefix_tokens, C =
+/// its width) and the grid input x (batch, dtype); undefined when the call has none.
+torch::Tensor context_prefix(const AttentionContext& ctx, const AttentionOptions& options, const torch::Tensor& x,
+                             const char* variant_name);
+/// (B, P, C') prefix and (B, N, C') grid tokens → (B, P + N, C'); the grid tokens alone when `prefix` is undefined.
+torch::Tensor with_prefix(const torch::Tensor& prefix, const torch::Tensor& grid_tokens);
+/// Features of a positionally re-weighted kernel (cosFormer, Vicinity) with position-free prefix tokens: locality
+/// applies between grid tokens only; every pair with a prefix token gets the weight of zero distance w0:
+///   grid queries [rw(q), √w0·q, 0]    prefix queries [0, √w0·q, √w0·q]
+///   grid keys    [rw(k), 0, √w0·k]    prefix keys    [0, √w0·k, 0]
+/// so that q̃_i·k̃_j = rw(q_i)·rw(k_j) between grid tokens and w0·(q_i·k_j) when either is a prefix token.
+/// rw (B, h, N, f) the grid's re-weighted features; plain (B, h, P + N, d) the features before re-weighting, prefix
+/// first → (B, h, P + N, f + 2d). `rw` itself when prefix = 0.
+torch::Tensor prefix_reweighted_features(const torch::Tensor& rw, const torch::Tensor& plain, int64_t prefix, double w0,
+                                         bool query);
+/// A layer's output tokens (B, P + N, C), prefix first: hands the first P rows to ctx.prefix_output (P =
+/// ctx.prefix_tokens()) and returns the grid rows as (B, C, H, W).
+torch::Tensor finish_tokens(const AttentionContext& ctx, const torch::Tensor& tokens, int64_t height, int64_t width);
 
 /// 1×1 convolution (a Linear over channels) with `out` outputs; the layout the official RAVLT code uses.
 torch::nn::Conv2d conv1x1(int64_t in, int64_t out, bool bias = true);

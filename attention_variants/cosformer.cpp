@@ -63,11 +63,18 @@ torch::Tensor CosformerAttentionImpl::reweight(const torch::Tensor& x, const tor
 }
 
 torch::Tensor CosformerAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
-  auto p = project(x);
+  auto p = project(x, ctx);
   const auto index = index_;
+  const int64_t P = p.prefix, N = x.size(2) * x.size(3);
   auto theta = angles(index, x.size(2), x.size(3), x.options());
-  auto q = reweight(torch::relu(p.q), theta, index);  // (B, h, N, 4d | 2d)
-  auto k = reweight(torch::relu(p.k), theta, index);
+  auto q_plain = torch::relu(p.q), k_plain = torch::relu(p.k);  // (B, h, P + N, d)
+  auto q = reweight(q_plain.narrow(2, P, N), theta, index);    // (B, h, N, 4d | 2d)
+  auto k = reweight(k_plain.narrow(2, P, N), theta, index);
+  if (P > 0) {  // prefix tokens: un-re-weighted pairs with the weight of zero distance (2 in 2-D, 1 in 1-D)
+    const double w0 = index == CosformerIndex::raster_1d ? 1.0 : 2.0;
+    q = prefix_reweighted_features(q, q_plain, P, w0, /*query=*/true);  // (B, h, P + N, f + 2d)
+    k = prefix_reweighted_features(k, k_plain, P, w0, /*query=*/false);
+  }
   auto r = linear_attention(q, k, q, k, p.v, Normalizer::sum_clamp, kEps);
   emit_probe(ctx, Probe::kv_buffer, r.kv);
   emit_probe(ctx, Probe::normalizer_z, r.z.squeeze(-1));
@@ -77,8 +84,10 @@ torch::Tensor CosformerAttentionImpl::forward(const torch::Tensor& x, const Atte
 }
 
 int64_t CosformerAttentionImpl::matmul_macs(int64_t tokens) const {
-  // re-weighted features of width f = 2d (1-D) or 4d (2-D): kv and q̃·kv: 2·N·f·C; normaliser: N·f·h
-  const int64_t f = (index_ == CosformerIndex::raster_1d ? 2 : 4) * head_dim();
+  // re-weighted features of width f = 2d (1-D) or 4d (2-D), + 2d with prefix tokens: kv and q̃·kv: 2·N·f·C;
+  // normaliser: N·f·h
+  const int64_t f = (index_ == CosformerIndex::raster_1d ? 2 : 4) * head_dim() +
+                    (options_.prefix_tokens() > 0 ? 2 * head_dim() : 0);
   return 2 * tokens * f * options_.dim() + tokens * f * options_.heads();
 }
 

@@ -13,6 +13,11 @@
 ///     w_ij = cos(θ_i − θ_j);  q̃ = [q sin θ, q cos θ]  (2d). Reproduces cosFormer's own module exactly.
 /// Probes: kv_buffer ((B, h, 4d|2d, d), re-weighted), normalizer_z, output, output_gated (= output), attention.
 ///
+/// Prefix tokens (DeiT's cls token; attention.h): the re-weighting is bound to the grid: between grid tokens w_ij as
+/// above, every pair with the cls token gets the zero-distance weight (2 separable_2d, 1 raster_1d), i.e. the plain
+/// ReLU kernel; the features carry 2d more channels for it (prefix_reweighted_features, common.h), so kv_buffer is (B,
+/// h, f + 2d, d).
+///
 /// Usage:
 ///   rala::CosformerAttention attn(rala::AttentionOptions(64, 2));
 ///   rala::CosformerAttention one_d(rala::AttentionOptions(64, 2).cosformer_index(rala::CosformerIndex::raster_1d));

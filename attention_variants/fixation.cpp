@@ -40,8 +40,8 @@ FixationAttentionImpl::FixationAttentionImpl(AttentionOptions options)
 }
 
 torch::Tensor FixationAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
-  auto p = project(x);
-  const int64_t C = options_.dim(), h = options_.heads(), d = head_dim(), N = x.size(2) * x.size(3);
+  auto p = project(x, ctx);
+  const int64_t C = options_.dim(), h = options_.heads(), d = head_dim(), N = p.q.size(2);
   auto q = p.q, k = p.k;  // (B, h, N, d)
   if (fixation_) {
     torch::Tensor a = p.all;  // (B, 3C, H, W)
@@ -51,6 +51,8 @@ torch::Tensor FixationAttentionImpl::forward(const torch::Tensor& x, const Atten
     else if (neighbourhood_ == Neighbourhood::conv)
       a = neighbourhood_conv->forward(a);
     auto agg = torch::cat({split_heads(a, 0, C, h), split_heads(a, C, C, h), split_heads(a, 2 * C, C, h)}, -1);
+    if (p.prefix > 0)  // a prefix token has no neighbourhood: its ratio reads its own q, k, v
+      agg = torch::cat({torch::cat({p.q, p.k, p.v}, -1).narrow(2, 0, p.prefix), agg}, 2);  // (B, h, P + N, 3d)
     auto rho = ratio->forward(agg);  // (B, h, N, 2d)
     torch::Tensor rq, rk;
     switch (activation_) {
@@ -87,7 +89,7 @@ int64_t FixationAttentionImpl::matmul_macs(int64_t tokens) const {
 
 int64_t FixationAttentionImpl::extra_projection_macs(int64_t tokens) const {
   if (!fixation_) return 0;
-  int64_t m = 6 * tokens * head_dim() * options_.dim();
+  int64_t m = 6 * (tokens + options_.prefix_tokens()) * head_dim() * options_.dim();  // the ratio on every token
   if (neighbourhood_ == Neighbourhood::conv)
     m += neighbourhood_size_ * neighbourhood_size_ * 3 * options_.dim() * tokens;
   return m;

@@ -33,6 +33,9 @@
 /// feature_k (B, h, N, d) = φ(q̃), φ(k̃); output (B, h, N, d); output_gated (= output, no gate); attention (B, h, N, N).
 /// Internals: "ratio_q", "ratio_k" (B, h, N, d), the fixation ratios as multiplied.
 ///
+/// Prefix tokens (DeiT's cls token; attention.h): the linear attention runs over all P + N tokens; the neighbourhood
+/// association is bound to the grid, so the cls token's fixation ratio reads its own q, k, v.
+///
 /// Usage:
 ///   rala::FixationAttention attn(rala::AttentionOptions(64, 2));
 ///   rala::FixationAttention plain(rala::AttentionOptions(64, 2).set("neighbourhood", "off"));

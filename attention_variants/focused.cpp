@@ -42,14 +42,15 @@ torch::Tensor focus(const torch::Tensor& x, int64_t p) {
 }  // namespace
 
 torch::Tensor FocusedAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
-  auto p = project(x);
+  auto p = project(x, ctx);
   const int64_t B = x.size(0), C = options_.dim(), h = options_.heads(), d = head_dim();
-  const int64_t H = x.size(2), W = x.size(3), N = H * W;
-  auto q = map_to_tokens(p.all.narrow(1, 0, C)), k = map_to_tokens(p.all.narrow(1, C, C));  // (B, N, C)
-  if (positional_encoding.defined()) {
+  const int64_t H = x.size(2), W = x.size(3), N = H * W, P = p.prefix;
+  auto q = p.token_channels(0, C), k = p.token_channels(C, C);  // (B, P + N, C)
+  if (positional_encoding.defined()) {  // on the grid tokens' keys only
     TORCH_CHECK(positional_encoding.size(1) == N, "focused linear attention: the positional encoding has ",
                 positional_encoding.size(1), " tokens, the input has ", N, " (", H, "x", W, ")");
-    k = k + positional_encoding;
+    auto grid = k.narrow(1, P, N) + positional_encoding;
+    k = P > 0 ? torch::cat({k.narrow(1, 0, P), grid}, 1) : grid;
   }
   auto s = torch::softplus(scale);
   q = (torch::relu(q) + kEps) / s;
@@ -59,7 +60,7 @@ torch::Tensor FocusedAttentionImpl::forward(const torch::Tensor& x, const Attent
   auto r = linear_attention(q, k, q, k, p.v, Normalizer::mean, kEps);
   emit_probe(ctx, Probe::kv_buffer, r.kv);
   emit_probe(ctx, Probe::normalizer_z, r.z.squeeze(-1));
-  if (probe_wanted(ctx, Probe::attention, N))
+  if (probe_wanted(ctx, Probe::attention, P + N))
     emit_probe(ctx, Probe::attention, implied_attention(q, k, r.z, Normalizer::mean));
   // DWC over the d channels of every head, weights shared across heads: (B·h, d, H, W).
   auto v_heads = p.v_map.reshape({B * h, d, H, W});

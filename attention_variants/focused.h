@@ -10,6 +10,10 @@
 ///   out = proj(y)
 /// Probes: kv_buffer, normalizer_z, output (before DWC), output_gated (after DWC), attention.
 ///
+/// Prefix tokens (DeiT's cls token; attention.h): focusing and the buffer (kᵀv/N, mean k) over all P + N tokens; the
+/// DWC of the grid's v adds to the grid tokens only, the positional_encoding (position_tokens > 0) to the grid's keys
+/// only.
+///
 /// Usage:
 ///   rala::FocusedAttention attn(rala::AttentionOptions(64, 2));                         // RAVLT harness
 ///   rala::FocusedAttention swin(rala::AttentionOptions(64, 2).position_tokens(64));     // FLatten's 8×8 window

@@ -160,12 +160,22 @@ GlaAttentionImpl::GlaAttentionImpl(AttentionOptions options)
 
 torch::Tensor GlaAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
   check_attention_input(x, options_, "gla");
-  const int64_t B = x.size(0), H = x.size(2), W = x.size(3), N = H * W;
+  const int64_t B = x.size(0), H = x.size(2), W = x.size(3);
   const int64_t h = heads(), K = key_dim_, V = value_dim_, dk = K / h, dv = V / h;
+  auto prefix = context_prefix(ctx, options_, x, "gla");
+  const int64_t P = ctx.prefix_tokens(), G = H * W, N = P + G, mid = G / 2;
 
   auto xs = dwconv->forward(x);  // (B, C, H, W)
   if (act_in_conv_) xs = torch::silu(xs);
-  auto tokens = map_to_tokens(xs);           // (B, N, C)
+  // The scan order: the grid in raster order, with the prefix tokens inserted at the middle, G/2 (ViG's
+  // use_middle_cls_token); a prefix token skips the depthwise conv and its SiLU (ViG's token_position path).
+  auto tokens = map_to_tokens(xs);  // (B, N, C) in scan order
+  if (P > 0) tokens = torch::cat({tokens.narrow(1, 0, mid), prefix, tokens.narrow(1, mid, G - mid)}, 1);
+  // Scan order → the toolkit's token order (prefix first, then the grid) along `dim`, for outputs and probes.
+  auto prefix_first = [&](const torch::Tensor& t, int64_t dim) {
+    if (P == 0) return t;
+    return torch::cat({t.narrow(dim, mid, P), t.narrow(dim, 0, mid), t.narrow(dim, mid + P, G - mid)}, dim);
+  };
   auto qkv = qkv_proj->forward(tokens);      // (B, N, 2K + V)
   auto q = token_heads(qkv.narrow(2, 0, K), h), k = token_heads(qkv.narrow(2, K, K), h);  // (B, h, N, dk)
   auto v = token_heads(qkv.narrow(2, 2 * K, V), h);                                       // (B, h, N, dv)
@@ -195,33 +205,36 @@ torch::Tensor GlaAttentionImpl::forward(const torch::Tensor& x, const AttentionC
 
   emit_probe(ctx, Probe::kv_buffer, scan.state.narrow(0, 0, B));
   emit_probe(ctx, Probe::kv_buffer_bwd, scan.state.narrow(0, B, B));
-  emit_probe(ctx, Probe::log_decay_fwd, log_fwd);
-  emit_probe(ctx, Probe::log_decay_bwd, log_bwd);
-  emit_probe(ctx, Probe::output, o);
-  emit_probe(ctx, Probe::output_gated, mixed.transpose(1, 2));
+  emit_probe(ctx, Probe::log_decay_fwd, prefix_first(log_fwd, 2));
+  emit_probe(ctx, Probe::log_decay_bwd, prefix_first(log_bwd, 2));
+  emit_probe(ctx, Probe::output, prefix_first(o, 2));
+  emit_probe(ctx, Probe::output_gated, prefix_first(mixed.transpose(1, 2), 2));
   if (probe_wanted(ctx, Probe::attention, N)) {
     // The implied map: the same scans with v = I_N (row j of v is token j's one-hot), O(N²·(d_k + T)).
     auto eye = torch::eye(N, q2.options()).expand({2 * B, h, N, N});
     auto a2 = gla_chunked_scan(q2, k2, eye, g2, chunk_).output;  // (2B, h, N, N)
-    emit_probe(ctx, Probe::attention, ((a2.narrow(0, 0, B) + a2.narrow(0, B, B).flip({2, 3})) / 2).to(x.scalar_type()));
+    auto a = ((a2.narrow(0, 0, B) + a2.narrow(0, B, B).flip({2, 3})) / 2).to(x.scalar_type());
+    emit_probe(ctx, Probe::attention, prefix_first(prefix_first(a, 2), 3));
   }
-  emit_internal(ctx, "q", q);
-  emit_internal(ctx, "k", k);
-  emit_internal(ctx, "v", v);
-  emit_internal(ctx, "output_fwd", o_fwd);
-  emit_internal(ctx, "output_bwd", o_bwd);
-  emit_internal(ctx, "output_pre_norm", o_tokens);
-  emit_internal(ctx, "local_pre_norm", local);
-  if (internal_wanted(ctx, "gate_logit")) emit_internal(ctx, "gate_logit", tokens_to_map(gate_logit, H, W));
-  return tokens_to_map(y, H, W);
+  emit_internal(ctx, "q", prefix_first(q, 2));
+  emit_internal(ctx, "k", prefix_first(k, 2));
+  emit_internal(ctx, "v", prefix_first(v, 2));
+  emit_internal(ctx, "output_fwd", prefix_first(o_fwd, 2));
+  emit_internal(ctx, "output_bwd", prefix_first(o_bwd, 2));
+  emit_internal(ctx, "output_pre_norm", prefix_first(o_tokens, 1));
+  emit_internal(ctx, "local_pre_norm", prefix_first(local, 1));
+  if (internal_wanted(ctx, "gate_logit"))
+    emit_internal(ctx, "gate_logit", tokens_to_map(prefix_first(gate_logit, 1).narrow(1, P, G), H, W));
+  return finish_tokens(ctx, prefix_first(y, 1), H, W);
 }
 
 AttentionMacs GlaAttentionImpl::macs(int64_t height, int64_t width) const {
-  const int64_t N = height * width, C = dim(), h = heads(), K = key_dim_, V = value_dim_;
-  const int64_t dk = K / h, dv = V / h;
+  // N = P + H·W scanned tokens; the depthwise conv runs on the grid only.
+  const int64_t G = height * width, N = options_.prefix_tokens() + G, C = dim(), h = heads();
+  const int64_t K = key_dim_, V = value_dim_, dk = K / h, dv = V / h;
   AttentionMacs m;
   // Projections: depthwise 3×3 (9·C), qkv (C·(2K+V)), gk (C·r + r·2K), g (C·V), o (V·C), per token.
-  m.projections = N * (9 * C + C * (2 * K + V) + C * low_rank_ + low_rank_ * 2 * K + C * V + V * C);
+  m.projections = 9 * C * G + N * (C * (2 * K + V) + C * low_rank_ + low_rank_ * 2 * K + C * V + V * C);
   // Scans as computed, per direction and head on the zero-padded length Np = ⌈N/T⌉·T, T = min(scan_chunk, N):
   // intra-chunk weights Np·T·d_k, intra-chunk output Np·T·d_v, chunk states Np·d_k·d_v, inter-chunk read-out
   // Np·d_k·d_v. (The token-by-token recurrence would be 2·N·d_k·d_v.)

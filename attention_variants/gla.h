@@ -25,6 +25,11 @@
 /// [j ≥ i]). Internals (golden names): q, k (B, h, N, d_k) unscaled, v, output_fwd, output_bwd (B, h, N, d_v),
 /// output_pre_norm, local_pre_norm (B, N, h, d_v), gate_logit (B, V, H, W).
 ///
+/// Prefix tokens (DeiT's cls token; attention.h): the cls token is inserted in the middle of the raster sequence
+/// (position ⌊N/2⌋, ViG's use_middle_cls_token) and both scans run over all P + N tokens; it skips the depthwise 3×3
+/// conv and its SiLU (ViG's token_position path: its local branch is the raw token). Probes are reordered to the
+/// toolkit's order, cls first.
+///
 /// Usage:
 ///   rala::GlaAttention attn(rala::AttentionOptions(64, 2));                       // ViG-H-T: d_k 16, d_v 32
 ///   auto y = attn->forward(x, rala::AttentionContext::for_input(x, 32));          // x, y: (B, 64, H, W)
@@ -70,6 +75,7 @@ class GlaAttentionImpl : public AttentionBase {
   static std::vector<SettingPair> settings_from_state_shapes(const StateShapes& shapes);
   torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx) override;
   AttentionMacs macs(int64_t height, int64_t width) const override;
+  PrefixMode prefix_mode() const override { return PrefixMode::joint; }
 
   int64_t key_dim() const { return key_dim_; }          ///< K = int(C·expand_k)
   int64_t value_dim() const { return value_dim_; }      ///< V = int(C·expand_v) (= C)

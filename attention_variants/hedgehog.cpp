@@ -139,7 +139,7 @@ HedgehogAttentionImpl::Mimicry HedgehogAttentionImpl::mimic(const torch::Tensor&
 }
 
 torch::Tensor HedgehogAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
-  auto p = project(x);
+  auto p = project(x, ctx);
   auto q = p.q, k = p.k;  // (B, h, N, d)
   if (rope_) {
     auto tables = context_rope(ctx, head_dim(), x);
@@ -175,8 +175,8 @@ torch::Tensor HedgehogAttentionImpl::forward(const torch::Tensor& x, const Atten
 }
 
 int64_t HedgehogAttentionImpl::extra_projection_macs(int64_t tokens) const {
-  // the feature-map matrices u = x W for q and k: 2 · N · h · d · f = 2·N·C·f
-  return 2 * tokens * options_.dim() * feature_dim_;
+  // the feature-map matrices u = x W for q and k: 2 · T · h · d · f = 2·T·C·f on the T = P + N tokens
+  return 2 * (tokens + options_.prefix_tokens()) * options_.dim() * feature_dim_;
 }
 
 int64_t HedgehogAttentionImpl::matmul_macs(int64_t tokens) const {

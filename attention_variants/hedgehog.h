@@ -29,6 +29,10 @@
 /// `output` / `output_gated` (the teacher's, as passed on), `attention` (the student's map), and the internals
 /// `attn_softmax` / `softmax_output`. `rala distill` (experiments/distill.h) drives it.
 ///
+/// Prefix tokens (DeiT's cls token; attention.h): as softmax: the cls token is a query and a key of the learned-feature
+/// linear attention over all P + N tokens; RoPE leaves it un-rotated, LePE adds to the grid tokens only, the gate
+/// applies to every token.
+///
 /// Usage:
 ///   rala::HedgehogAttention attn(rala::AttentionOptions(64, 2));          // f = 16
 ///   auto y = attn->forward(x, rala::AttentionContext::for_input(x, 32));

@@ -23,8 +23,12 @@ InlineAttentionImpl::InlineAttentionImpl(AttentionOptions options)
       residual_kernel_(settings_.integer("residual_kernel")) {
   check_head_split(dim(), heads(), "inline");
   const int64_t C = dim(), h = heads(), kk = residual_kernel_ * residual_kernel_;
-  q = register_module("q", torch::nn::Linear(torch::nn::LinearOptions(C, C).bias(true)));
-  kv = register_module("kv", torch::nn::Linear(torch::nn::LinearOptions(C, 2 * C).bias(true)));
+  if (options_.vit_layout()) {  // the DeiT port's one qkv Linear, rows [q | k | v]
+    qkv = register_module("qkv", torch::nn::Linear(torch::nn::LinearOptions(C, 3 * C).bias(true)));
+  } else {
+    q = register_module("q", torch::nn::Linear(torch::nn::LinearOptions(C, C).bias(true)));
+    kv = register_module("kv", torch::nn::Linear(torch::nn::LinearOptions(C, 2 * C).bias(true)));
+  }
   proj = register_module("proj", torch::nn::Linear(C, C));
   if (residual_on_)
     residual = register_module(
@@ -76,12 +80,22 @@ std::vector<SettingPair> InlineAttentionImpl::settings_from_state_shapes(const S
 
 torch::Tensor InlineAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
   check_attention_input(x, options_, "inline");
-  const int64_t B = x.size(0), C = dim(), h = heads(), d = C / h, H = x.size(2), W = x.size(3), N = H * W;
+  auto prefix = context_prefix(ctx, options_, x, "inline");
+  const int64_t B = x.size(0), C = dim(), h = heads(), d = C / h, H = x.size(2), W = x.size(3);
+  const int64_t P = ctx.prefix_tokens(), G = H * W, N = P + G;  // all tokens, the prefix first
   const double s = 1.0 / std::sqrt(static_cast<double>(d));
 
-  auto tokens = map_to_tokens(x);  // (B, N, C)
-  auto kv_out = kv->forward(tokens);  // (B, N, 2C)
-  auto qh = token_heads(kernel(q->forward(tokens), kernel_func_), h);          // (B, h, N, d)
+  auto tokens = with_prefix(prefix, map_to_tokens(x));  // (B, N, C)
+  torch::Tensor q_out, kv_out;                          // (B, N, C), (B, N, 2C)
+  if (!qkv.is_empty()) {
+    auto all = qkv->forward(tokens);
+    q_out = all.narrow(-1, 0, C);
+    kv_out = all.narrow(-1, C, 2 * C);
+  } else {
+    kv_out = kv->forward(tokens);
+    q_out = q->forward(tokens);
+  }
+  auto qh = token_heads(kernel(q_out, kernel_func_), h);                       // (B, h, N, d)
   auto kh = token_heads(kernel(kv_out.narrow(-1, 0, C), kernel_func_), h);     // (B, h, N, d)
   auto v = kv_out.narrow(-1, C, C);
   auto vh = token_heads(v, h);
@@ -95,13 +109,15 @@ torch::Tensor InlineAttentionImpl::forward(const torch::Tensor& x, const Attenti
 
   if (residual_on_) {
     const int64_t k = residual_kernel_;
-    // One k×k kernel per sample and channel from the token mean of the input: (B, k²C, 1) → (B·C, 1, k, k).
-    auto weight = residual->forward(x.mean({2, 3}).unsqueeze(-1)).reshape({B * C, 1, k, k});
-    auto v_map = tokens_to_map(v, H, W).reshape({1, B * C, H, W});
-    auto local = torch::conv2d(v_map, weight, {}, 1, k / 2, 1, B * C).reshape({B, C, N}).transpose(1, 2);  // (B, N, C)
+    // One k×k kernel per sample and channel from the token mean of the input, prefix tokens included (the DeiT
+    // port's x.mean(dim=1)): (B, k²C, 1) → (B·C, 1, k, k). The conv runs on the grid's v and adds to the grid.
+    auto mean = P > 0 ? tokens.mean(1) : x.mean({2, 3});  // (B, C)
+    auto weight = residual->forward(mean.unsqueeze(-1)).reshape({B * C, 1, k, k});
+    auto v_map = tokens_to_map(v.narrow(1, P, G), H, W).reshape({1, B * C, H, W});
+    auto local = torch::conv2d(v_map, weight, {}, 1, k / 2, 1, B * C).reshape({B, C, G}).transpose(1, 2);  // (B,G,C)
     if (internal_wanted(ctx, "residual_weight")) emit_internal(ctx, "residual_weight", weight.reshape({B, C, k, k}));
     emit_internal(ctx, "local_residual", local);
-    pre_proj = pre_proj + local;
+    pre_proj = P > 0 ? torch::cat({pre_proj.narrow(1, 0, P), pre_proj.narrow(1, P, G) + local}, 1) : pre_proj + local;
   }
   auto out = proj->forward(pre_proj);  // (B, N, C)
 
@@ -119,16 +135,17 @@ torch::Tensor InlineAttentionImpl::forward(const torch::Tensor& x, const Attenti
   emit_internal(ctx, "mean_correction", correction.squeeze(-1));
   emit_internal(ctx, "output_heads", o);
   emit_internal(ctx, "output_pre_proj", pre_proj);
-  return tokens_to_map(out, H, W);
+  return finish_tokens(ctx, out, H, W);
 }
 
 AttentionMacs InlineAttentionImpl::macs(int64_t height, int64_t width) const {
-  const int64_t N = height * width, C = dim(), h = heads(), d = C / h, kk = residual_kernel_ * residual_kernel_;
+  const int64_t G = height * width, N = options_.prefix_tokens() + G, C = dim(), h = heads(), d = C / h;
+  const int64_t kk = residual_kernel_ * residual_kernel_;
   AttentionMacs m;
-  // q (C outputs), kv (2C), proj: 4·N·C²; the residual branch: its two grouped 1×1 convs run once per image on the
-  // token mean (C·C/h + k²C·C/h), the dynamic depthwise conv k²·C·N.
+  // q (C outputs), kv (2C), proj: 4·N·C² on all N = P + H·W tokens; the residual branch: its two grouped 1×1 convs
+  // run once per image on the token mean (C·C/h + k²C·C/h), the dynamic depthwise conv k²·C·H·W on the grid.
   m.projections = 4 * N * C * C;
-  if (residual_on_) m.projections += (1 + kk) * C * (C / h) + kk * C * N;
+  if (residual_on_) m.projections += (1 + kk) * C * (C / h) + kk * C * G;
   // Per head: kv = kᵀv: N·d²; q·kv: N·d²; q·mean k: N·d; the correction times mean v: N·d. Over h heads: 2·N·d·C + 2·N·C.
   m.matmuls = 2 * N * d * C + 2 * N * C;
   return m;

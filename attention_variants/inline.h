@@ -20,6 +20,11 @@
 /// Internals (the golden's names): k_mean, v_mean (B, h, d), output_heads (B, h, N, d), residual_weight (B, C, k, k),
 /// local_residual, output_pre_proj (B, N, C); and mean_correction (B, h, N) = 1 − s·φ(q_i)·mean φ(k).
 ///
+/// Prefix tokens (DeiT's cls token; attention.h): as the official DeiT port (LeapLabTHU/InLine models/inline_deit.py):
+/// q, k, v, the buffer and the means over all P + N tokens; the residual kernel from the mean of all tokens, the cls
+/// token included; the dynamic 3×3 conv of the grid's v adds to the grid tokens only. With vit_layout the projections
+/// are the port's one `qkv` (3C, C); tests/data/inline_deit_attention.h5 is the port's golden.
+///
 /// Usage:
 ///   rala::InlineAttention attn(rala::AttentionOptions(64, 2));
 ///   rala::InlineAttention relu(rala::AttentionOptions(64, 2).set("kernel_func", "relu"));
@@ -38,9 +43,11 @@ class InlineAttentionImpl : public AttentionBase {
   static std::vector<SettingPair> settings_from_state_shapes(const StateShapes& shapes);
   torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx) override;
   AttentionMacs macs(int64_t height, int64_t width) const override;
+  PrefixMode prefix_mode() const override { return PrefixMode::joint; }
 
   torch::nn::Linear q{nullptr};            ///< (C, C)
   torch::nn::Linear kv{nullptr};           ///< (2C, C), rows [k | v]
+  torch::nn::Linear qkv{nullptr};          ///< (3C, C), rows [q | k | v]: vit_layout only (then no q, kv)
   torch::nn::Linear proj{nullptr};         ///< (C, C)
   torch::nn::Sequential residual{nullptr};  ///< 0: Conv1d(C, C, 1, groups=h), 1: GELU, 2: Conv1d(C, k²C, 1, groups=h)
 

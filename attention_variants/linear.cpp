@@ -19,7 +19,7 @@ LinearAttentionImpl::LinearAttentionImpl(AttentionOptions options)
 }
 
 torch::Tensor LinearAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
-  auto p = project(x);
+  auto p = project(x, ctx);
   auto q = elu_feature(p.q), k = elu_feature(p.k);  // (B, h, N, d)
   auto r = linear_attention(q, k, q, k, p.v, normalizer_, kEps);
   emit_probe(ctx, Probe::kv_buffer, r.kv);

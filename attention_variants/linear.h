@@ -8,6 +8,9 @@
 ///   out = proj(y)
 /// No gate, no LePE, no RoPE. Probes: kv_buffer, normalizer_z, output, output_gated (= output), attention.
 ///
+/// Prefix tokens (DeiT's cls token; attention.h): the cls token's φ(k)ᵀv and φ(k) join the sums over all P + N tokens,
+/// and its query reads the same buffer.
+///
 /// Usage:
 ///   rala::LinearAttention attn(rala::AttentionOptions(64, 1));
 

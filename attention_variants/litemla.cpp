@@ -87,7 +87,9 @@ LitemlaAttentionImpl::LitemlaAttentionImpl(AttentionOptions options)
 
 torch::Tensor LitemlaAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
   check_attention_input(x, options_, kName);
-  const int64_t B = x.size(0), H = x.size(2), W = x.size(3), N = H * W, d = head_dim(), hp = total_heads();
+  auto prefix = context_prefix(ctx, options_, x, kName);
+  const int64_t B = x.size(0), H = x.size(2), W = x.size(3), d = head_dim(), hp = total_heads();
+  const int64_t P = ctx.prefix_tokens(), N = P + H * W;  // all tokens, the prefix first
 
   auto qkv_map = qkv->forward(x);  // (B, 3hd, H, W)
   torch::Tensor multi = qkv_map;
@@ -97,10 +99,19 @@ torch::Tensor LitemlaAttentionImpl::forward(const torch::Tensor& x, const Attent
     multi = torch::cat(parts, 1);  // (B, 3hd(1+S), H, W)
   }
   emit_internal(ctx, "qkv_multiscale", multi);
+  auto all = multi.flatten(2);  // (B, 3hd(1+S), N)
+  if (P > 0) {
+    // Prefix tokens as a (B, C, 1, P) map: the 1×1 qkv conv, and per scale only the grouped 1×1 (the k×k depthwise
+    // conv is bound to the grid).
+    auto pre = qkv->forward(prefix.transpose(1, 2).unsqueeze(2));  // (B, 3hd, 1, P)
+    std::vector<torch::Tensor> parts{pre};
+    for (auto& branch : aggreg_) parts.push_back(branch->at<torch::nn::Conv2dImpl>(1).forward(pre));
+    all = torch::cat({torch::cat(parts, 1).flatten(2), all}, 2);  // (B, 3hd(1+S), P + H·W)
+  }
 
   // The attention runs in fp32 at least (the official autocast-off region casts fp16 up).
   const bool low = multi.scalar_type() == torch::kHalf || multi.scalar_type() == torch::kBFloat16;
-  auto t = (low ? multi.to(torch::kFloat) : multi).reshape({B, hp, 3 * d, N});  // per head [q | k | v]
+  auto t = (low ? all.to(torch::kFloat) : all).reshape({B, hp, 3 * d, N});  // per head [q | k | v]
   auto q = torch::relu(t.narrow(2, 0, d));                                     // (B, h', d, N)
   auto k = torch::relu(t.narrow(2, d, d));
   auto v = t.narrow(2, 2 * d, d);
@@ -118,18 +129,25 @@ torch::Tensor LitemlaAttentionImpl::forward(const torch::Tensor& x, const Attent
     auto scores = torch::matmul(q.transpose(-1, -2), k);  // (B, h', N, N): q_i · k_j
     emit_probe(ctx, Probe::attention, scores / (scores.sum(-1, true) + eps_));
   }
+  if (P > 0) {  // proj (1×1 conv + BN) on all tokens as one (B, h'd, 1, P + H·W) map: BN statistics over all tokens
+    auto o_all = o.reshape({B, hp * d, 1, N}).to(multi.scalar_type());
+    emit_internal(ctx, "output_pre_proj", o_all);
+    return finish_tokens(ctx, proj->forward(o_all).squeeze(2).transpose(1, 2), H, W);
+  }
   auto o_map = o.reshape({B, hp * d, H, W}).to(multi.scalar_type());  // channel n·d + i = feature i of head n
   emit_internal(ctx, "output_pre_proj", o_map);
   return proj->forward(o_map);  // (B, C, H, W)
 }
 
 AttentionMacs LitemlaAttentionImpl::macs(int64_t height, int64_t width) const {
-  const int64_t N = height * width, C = options_.dim(), d = head_dim(), total = 3 * C;
+  // G grid tokens, N = P + G tokens in all (the depthwise convs run on the grid only).
+  const int64_t G = height * width, N = options_.prefix_tokens() + G, C = options_.dim(), d = head_dim();
+  const int64_t total = 3 * C;
   AttentionMacs m;
-  m.projections = total * C * N;                                  // qkv.conv
-  for (const int64_t k : scales_) m.projections += (k * k + d) * total * N;  // depthwise k×k + grouped 1×1
-  m.projections += total_heads() * d * C * N;                     // proj.conv
-  m.matmuls = total_heads() * 2 * (d + 1) * d * N;                 // [v;1]kᵀ and vk·q
+  m.projections = total * C * N;                                            // qkv.conv
+  for (const int64_t k : scales_) m.projections += (k * k * G + d * N) * total;  // depthwise k×k + grouped 1×1
+  m.projections += total_heads() * d * C * N;                               // proj.conv
+  m.matmuls = total_heads() * 2 * (d + 1) * d * N;                           // [v;1]kᵀ and vk·q
   return m;
 }
 

@@ -23,6 +23,10 @@
 /// (B, 3hd(1+S), H, W), normalizer (B, h', N), output_heads (B, h', d, N) channel-major as the module holds it,
 /// output_pre_proj (B, h'd, H, W).
 ///
+/// Prefix tokens (DeiT's cls token; attention.h): the ReLU linear attention runs over all P + N tokens; each scale's
+/// k×k depthwise conv is bound to the grid, so the cls token's multi-scale heads are the grouped 1×1 of its own qkv;
+/// proj's BatchNorm sees all tokens (one (B, h'd, 1, P + N) map).
+///
 /// Usage:
 ///   rala::LitemlaAttention attn(rala::AttentionOptions(64, 2));                     // d = 32, scales 5
 ///   rala::LitemlaAttention two(rala::AttentionOptions(64, 2).set("scales", "3,5"));
@@ -54,6 +58,7 @@ class LitemlaAttentionImpl : public AttentionBase {
   /// Projections: qkv 3hd·C, per scale k²·3hd (depthwise) + 3hd·d (grouped 1×1), proj hd(1+S)·C, per token (BN not
   /// counted). Matmuls: [v;1]kᵀ and vk·q, 2·(d+1)·d per token and head h'.
   AttentionMacs macs(int64_t height, int64_t width) const override;
+  PrefixMode prefix_mode() const override { return PrefixMode::joint; }
 
   int64_t head_dim() const { return options_.dim() / options_.heads(); }
   /// Heads after the multi-scale aggregation, h' = h(1 + S).

@@ -21,8 +21,8 @@ MalaAttentionImpl::MalaAttentionImpl(AttentionOptions options)
 }
 
 torch::Tensor MalaAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
-  auto p = project(x);
-  const int64_t N = x.size(2) * x.size(3);
+  auto p = project(x, ctx);
+  const int64_t N = p.q.size(2);  // tokens, prefix tokens included
   const double s = std::pow(static_cast<double>(head_dim()), -0.5);
   auto q = elu_feature(p.q), k = elu_feature(p.k);  // (B, h, N, d)
   emit_probe(ctx, Probe::feature_q, q);

@@ -13,6 +13,9 @@
 /// Probes: feature_q/feature_k (φ), kv_buffer, output (y, before LePE and gate), output_gated, attention.
 /// Internals (golden names): z (B, h, N); rope_q, rope_k (B, h, N, d); lepe, gate_o (B, C, H, W).
 ///
+/// Prefix tokens (DeiT's cls token; attention.h): z from the mean φ(k) over all P + N tokens, kv and mean v over all P
+/// + N; RoPE leaves the cls token un-rotated, LePE adds to the grid tokens only, the gate o applies to every token.
+///
 /// Usage:
 ///   rala::MalaAttention attn(rala::AttentionOptions(64, 2));
 ///   auto y = attn->forward(x, rala::AttentionContext::for_input(x, 32));

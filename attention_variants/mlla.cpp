@@ -117,22 +117,26 @@ MllaAttentionImpl::MllaAttentionImpl(AttentionOptions options)
 
 torch::Tensor MllaAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
   check_attention_input(x, options_, "MLLA");
-  const int64_t C = options_.dim(), h = options_.heads(), H = x.size(2), W = x.size(3), N = H * W;
-  auto v_map = x;                  // (B, C, H, W): the attention input a (= x without the mixer)
-  auto v_tokens = map_to_tokens(x);  // (B, N, C)
+  auto prefix = context_prefix(ctx, options_, x, "MLLA");
+  const int64_t C = options_.dim(), h = options_.heads(), H = x.size(2), W = x.size(3);
+  const int64_t P = ctx.prefix_tokens(), N = P + H * W;  // all tokens, the prefix first
+  auto v_map = x;                                       // (B, C, H, W): the grid's attention input a
+  auto v_tokens = with_prefix(prefix, map_to_tokens(x));  // (B, N, C)
   torch::Tensor gate;
   if (mixer_) {
     gate = torch::silu(act_proj->forward(v_tokens));  // (B, N, C)
     emit_internal(ctx, "gate", gate);
-    v_map = torch::silu(dwc->forward(tokens_to_map(in_proj->forward(v_tokens), H, W)));  // (B, C, H, W)
-    v_tokens = map_to_tokens(v_map);
+    auto inner = in_proj->forward(v_tokens);                                                  // (B, N, C)
+    v_map = torch::silu(dwc->forward(tokens_to_map(inner.narrow(1, P, H * W), H, W)));  // (B, C, H, W)
+    // The depthwise conv is bound to the grid: a prefix token's attention input is SiLU(in_proj(x)).
+    v_tokens = with_prefix(P > 0 ? torch::silu(inner.narrow(1, 0, P)) : torch::Tensor(), map_to_tokens(v_map));
     emit_internal(ctx, "attn_input", v_tokens);
   }
   auto qk_tokens = qk->forward(v_tokens);  // (B, N, 2C), rows [q | k]
   auto q = elu_feature(qk_tokens.narrow(-1, 0, C)), k = elu_feature(qk_tokens.narrow(-1, C, C));  // (B, N, C)
   auto q_num = q, k_num = k;
-  if (rope_) {  // over the full C, before the head split
-    auto tables = cached_mlla_rope_tables(C, H, W, x.options());
+  if (rope_) {  // over the full C, before the head split; prefix tokens un-rotated
+    auto tables = with_unrotated_prefix(cached_mlla_rope_tables(C, H, W, x.options()), P);
     q_num = theta_shift(q, tables.sin, tables.cos);
     k_num = theta_shift(k, tables.sin, tables.cos);
   }
@@ -149,10 +153,10 @@ torch::Tensor MllaAttentionImpl::forward(const torch::Tensor& x, const Attention
   if (probe_wanted(ctx, Probe::attention, N))
     emit_probe(ctx, Probe::attention, implied_attention(qh_num, kh_num, r.z, Normalizer::mean));
   auto y = merge_token_heads(r.output);  // (B, N, C)
-  if (!lepe.is_empty()) {
-    auto positional = map_to_tokens(lepe->forward(v_map));  // (B, N, C)
+  if (!lepe.is_empty()) {  // on the grid tokens
+    auto positional = map_to_tokens(lepe->forward(v_map));  // (B, H·W, C)
     emit_internal(ctx, "lepe", positional);
-    y = y + positional;
+    y = P > 0 ? torch::cat({y.narrow(1, 0, P), y.narrow(1, P, H * W) + positional}, 1) : y + positional;
   }
   if (mixer_) {
     emit_internal(ctx, "attn_output", y);
@@ -160,15 +164,16 @@ torch::Tensor MllaAttentionImpl::forward(const torch::Tensor& x, const Attention
   }
   if (probe_wanted(ctx, Probe::output_gated)) emit_probe(ctx, Probe::output_gated, token_heads(y, h));
   if (mixer_) y = out_proj->forward(y);
-  return tokens_to_map(y, H, W);
+  return finish_tokens(ctx, y, H, W);
 }
 
 AttentionMacs MllaAttentionImpl::macs(int64_t height, int64_t width) const {
-  const int64_t C = options_.dim(), N = height * width, d = C / options_.heads();
+  // Token-wise parts on T = P + H·W tokens, the depthwise convs on the grid's N.
+  const int64_t C = options_.dim(), N = height * width, T = options_.prefix_tokens() + N, d = C / options_.heads();
   AttentionMacs m;
-  m.projections = 2 * C * C * N + (lepe.is_empty() ? 0 : 9 * C * N);
-  if (mixer_) m.projections += 3 * C * C * N + 9 * C * N;
-  m.matmuls = 2 * N * d * C + N * C;
+  m.projections = 2 * C * C * T + (lepe.is_empty() ? 0 : 9 * C * N);
+  if (mixer_) m.projections += 3 * C * C * T + 9 * C * N;
+  m.matmuls = 2 * T * d * C + T * C;
   return m;
 }
 

@@ -21,6 +21,10 @@
 /// Internals (golden names): rope_q, rope_k (B, h, N, d); lepe (B, N, C); with mixer=1 also gate = g,
 /// attn_input = a, attn_output = y before the gate (B, N, C).
 ///
+/// Prefix tokens (DeiT's cls token; attention.h): kv and the normaliser over all P + N tokens; the complex RoPE leaves
+/// the cls token un-rotated, LePE adds to the grid tokens only; in the mixer the depthwise conv is the grid's, so the
+/// cls token's attention input is SiLU(in_proj(x)); the gate and out_proj apply to every token.
+///
 /// Usage:
 ///   rala::MllaAttention mixer(rala::AttentionOptions(64, 2));                         // MLLA's token mixer
 ///   rala::MllaAttention bare(rala::AttentionOptions(64, 2).set("mixer", false));      // LinearAttention alone
@@ -54,6 +58,7 @@ class MllaAttentionImpl : public AttentionBase {
   /// Projections: qk 2C²N, LePE 9CN; mixer: in_proj, act_proj, out_proj 3C²N, dwc 9CN.
   /// Matmuls: kv and R(φq)·kv 2·N·d·C, normaliser N·C. (RoPE, SiLU and the gate are element-wise: not counted.)
   AttentionMacs macs(int64_t height, int64_t width) const override;
+  PrefixMode prefix_mode() const override { return PrefixMode::joint; }
   bool mixer() const { return mixer_; }
   static constexpr double kEps = 1e-6;
 

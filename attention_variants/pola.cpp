@@ -105,17 +105,19 @@ torch::Tensor PolaAttentionImpl::positional_encoding_for(int64_t height, int64_t
 
 torch::Tensor PolaAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
   check_attention_input(x, options_, "pola");
-  const int64_t B = x.size(0), C = dim(), h = heads(), d = C / h, H = x.size(2), W = x.size(3), N = H * W;
+  auto prefix = context_prefix(ctx, options_, x, "pola");
+  const int64_t B = x.size(0), C = dim(), h = heads(), d = C / h, H = x.size(2), W = x.size(3);
+  const int64_t P = ctx.prefix_tokens(), G = H * W, N = P + G;  // all tokens, the prefix first
   const int64_t d1 = (d + 1) / 2;  // torch.chunk(v, 2, -1): the first ⌈d/2⌉ channels feed the same-sign stream
 
-  auto tokens = map_to_tokens(x);  // (B, N, C)
+  auto tokens = with_prefix(prefix, map_to_tokens(x));  // (B, N, C)
   auto qg_out = qg->forward(tokens), kv_out = kv->forward(tokens);  // (B, N, 2C)
   auto q = qg_out.narrow(-1, 0, C), g = qg_out.narrow(-1, C, C);
   auto k = kv_out.narrow(-1, 0, C), v = kv_out.narrow(-1, C, C);
-  if (positional_encoding.defined()) {
-    auto pe = positional_encoding_for(H, W);  // (1, N, C)
+  if (positional_encoding.defined()) {  // on the grid tokens' keys
+    auto pe = positional_encoding_for(H, W);  // (1, H·W, C)
     emit_internal(ctx, "positional_encoding", pe);
-    k = k + pe;
+    k = P > 0 ? torch::cat({k.narrow(1, 0, P), k.narrow(1, P, G) + pe}, 1) : k + pe;
   }
   auto s = torch::softplus(scale);                // (1, 1, C)
   auto p = 1.0 + alpha_ * torch::sigmoid(power);  // (1, h, 1, d)
@@ -137,9 +139,12 @@ torch::Tensor PolaAttentionImpl::forward(const torch::Tensor& x, const Attention
   auto x_opp = torch::matmul(q_opp, kv_buffer.narrow(-1, d1, d - d1)) * z_opp;      // (B, h, N, ⌊d/2⌋)
   auto o = torch::cat({x_sim, x_opp}, -1);                                           // (B, h, N, d)
 
-  // DWC over the d channels of every head, weights shared across heads: (B·h, d, H, W).
-  auto dwc_v = dwc->forward(vh.transpose(-2, -1).reshape({B * h, d, H, W})).reshape({B, C, N}).transpose(1, 2);
-  auto pre_gate = merge_token_heads(o) + dwc_v;  // (B, N, C)
+  // DWC over the d channels of every head of the grid tokens, weights shared across heads: (B·h, d, H, W).
+  auto dwc_v = dwc->forward(vh.narrow(2, P, G).transpose(-2, -1).reshape({B * h, d, H, W}))
+                   .reshape({B, C, G})
+                   .transpose(1, 2);                        // (B, H·W, C)
+  auto pre_gate = merge_token_heads(o);                     // (B, N, C)
+  pre_gate = P > 0 ? torch::cat({pre_gate.narrow(1, 0, P), pre_gate.narrow(1, P, G) + dwc_v}, 1) : pre_gate + dwc_v;
   auto pre_proj = pre_gate * g;
   auto out = proj->forward(pre_proj);  // (B, N, C)
 
@@ -163,14 +168,15 @@ torch::Tensor PolaAttentionImpl::forward(const torch::Tensor& x, const Attention
   emit_internal(ctx, "output_pre_gate", pre_gate);
   emit_internal(ctx, "gate", g);
   emit_internal(ctx, "output_pre_proj", pre_proj);
-  return tokens_to_map(out, H, W);
+  return finish_tokens(ctx, out, H, W);
 }
 
 AttentionMacs PolaAttentionImpl::macs(int64_t height, int64_t width) const {
-  const int64_t N = height * width, C = dim(), d = C / heads();
+  const int64_t G = height * width, N = options_.prefix_tokens() + G, C = dim(), d = C / heads();
   AttentionMacs m;
-  // qg and kv (2C outputs each), proj: 5·N·C²; the DWC: k²·C·N (d channels per head, every head).
-  m.projections = 5 * N * C * C + dwc_kernel_ * dwc_kernel_ * C * N;
+  // qg and kv (2C outputs each), proj: 5·N·C² on all N = P + H·W tokens; the DWC on the grid: k²·C·H·W (d channels
+  // per head, every head).
+  m.projections = 5 * N * C * C + dwc_kernel_ * dwc_kernel_ * C * G;
   // Per head: kv = Kᵀv (2d × d over N): 2·N·d²; the two streams q_sim·kv1, q_opp·kv2 (2d × d/2 each): 2·N·d²;
   // the two normalisers q_*·mean K: 4·N·d. Over h heads: 4·N·d·C + 4·N·C. (Powers, gate and the PE are element-wise.)
   m.matmuls = 4 * N * d * C + 4 * N * C;

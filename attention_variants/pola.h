@@ -33,6 +33,10 @@
 /// added (resampled or not), phi_q_sim, phi_q_opp, phi_k (B,h,N,2d), normalizer_z_sim, normalizer_z_opp (B,h,N),
 /// output_heads (B,h,N,d), attention_opp (B,h,N,N), dwc_v, output_pre_gate, gate, output_pre_proj (B,N,C).
 ///
+/// Prefix tokens (DeiT's cls token; attention.h): both streams' buffer and means over all P + N tokens; the positional
+/// encoding adds to the grid's keys only, the DWC of the grid's v to the grid tokens only; the gate g applies to every
+/// token.
+///
 /// Usage:
 ///   rala::PolaAttention attn(rala::AttentionOptions(64, 2));                                 // PE on a 7×9 grid
 ///   rala::PolaAttention stage1(rala::AttentionOptions(64, 1).set("pe_height", 56).set("pe_width", 56));
@@ -51,6 +55,7 @@ class PolaAttentionImpl : public AttentionBase {
   static std::vector<SettingPair> settings_from_state_shapes(const StateShapes& shapes);
   torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx) override;
   AttentionMacs macs(int64_t height, int64_t width) const override;
+  PrefixMode prefix_mode() const override { return PrefixMode::joint; }
 
   /// The positional encoding as added to k on an H×W grid, (1, H·W, C): the table itself on its own grid, else the
   /// table resampled by `pe_resample`. Undefined when the layer has no positional encoding.

@@ -25,8 +25,8 @@ RalaAttentionImpl::RalaAttentionImpl(AttentionOptions options)
 }
 
 torch::Tensor RalaAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
-  auto p = project(x);
-  const int64_t N = x.size(2) * x.size(3);
+  auto p = project(x, ctx);
+  const int64_t N = p.q.size(2);  // tokens, prefix tokens included
   // Fused CPU path (fused.h): every probe but the implied attention map (the unweighted buffer with α from the
   // LibTorch expression below, so that asking for it does not change the path, nor the other probes' rounding).
   if (fused_applies(p) && !probe_wanted(ctx, Probe::attention, N)) {

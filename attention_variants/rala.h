@@ -12,6 +12,10 @@
 /// q, k, v projections. Probes: kv_buffer, kv_buffer_unweighted (the same keys without α: Σ_j RoPE(φk_j)ᵀ v_j / N),
 /// normalizer_z, alpha, output, output_gated, attention (on request).
 ///
+/// Prefix tokens (DeiT's cls token; attention.h): α = softmax over all P + N keys of the mean φ(q) over all P + N
+/// queries; the cls token is in kv and the normaliser and reads them; RoPE leaves it un-rotated, LePE adds to the grid
+/// tokens only, the gate o applies to every token.
+///
 /// Usage:
 ///   rala::RalaAttention attn(rala::AttentionOptions(64, 2));            // official
 ///   rala::RalaAttention no_alpha(rala::AttentionOptions(64, 2).alpha(false));

@@ -24,7 +24,7 @@ SoftmaxAttentionImpl::SoftmaxAttentionImpl(AttentionOptions options)
 }
 
 torch::Tensor SoftmaxAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
-  auto p = project(x);
+  auto p = project(x, ctx);
   if (fused_applies(p)) {  // fused CPU path (fused.h): RoPE + scale in one pass, LePE and gate in one pass
     RopeTables t;
     if (rope_) t = context_rope(ctx, head_dim(), x);

@@ -5,6 +5,10 @@
 ///   y = softmax(d^-½ q kᵀ) v + LePE₅ₓ₅(v);   out = proj(y ⊙ o)
 /// Switches (default on): rope, lepe, gate. Probes: attention (on request), output, output_gated.
 ///
+/// Prefix tokens (DeiT's cls token; attention.h): the cls token is a query and a key of the softmax over all P + N
+/// tokens (timm's DeiT with gate, rope, lepe off); RoPE leaves it un-rotated, LePE adds to the grid tokens only, the
+/// gate o applies to every token.
+///
 /// Usage:
 ///   rala::SoftmaxAttention attn(rala::AttentionOptions(256, 4));
 ///   auto y = attn->forward(x, rala::AttentionContext::for_input(x, 64));

@@ -23,8 +23,7 @@ TransnormerUrpeImpl::TransnormerUrpeImpl(int64_t head_dim) {
 torch::Tensor TransnormerUrpeImpl::forward(const torch::Tensor& x) const {
   const int64_t L = x.size(-2), d = x.size(-1), e = d - d % 2;
   TORCH_CHECK(d == v.size(0), "transnormer URPE: features have width ", d, ", the URPE was built for ", v.size(0));
-  // Householder: x − 2 (x·v) v
-  auto y = x - 2.0 * torch::matmul(x, v).unsqueeze(-1) * v;  // (..., L, d)
+  auto y = reflect(x);  // (..., L, d)
   // RoPE with learned θ on consecutive pairs: angle (L, e) = l · [θ0, θ0, θ1, θ1, ...]
   auto angle = torch::arange(L, x.options()).unsqueeze(1) * theta.reshape({-1}).repeat_interleave(2);
   auto rot = e == d ? y : y.narrow(-1, 0, e);
@@ -32,6 +31,11 @@ torch::Tensor TransnormerUrpeImpl::forward(const torch::Tensor& x) const {
   auto half = torch::stack({-rot.slice(-1, 1, e, 2), rot.slice(-1, 0, e, 2)}, -1).flatten(-2);
   auto out = rot * angle.cos() + half * angle.sin();
   return e == d ? out : torch::cat({out, y.narrow(-1, e, d - e)}, -1);
+}
+
+torch::Tensor TransnormerUrpeImpl::reflect(const torch::Tensor& x) const {
+  // Householder: x − 2 (x·v) v
+  return x - 2.0 * torch::matmul(x, v).unsqueeze(-1) * v;
 }
 
 namespace detail {
@@ -83,14 +87,20 @@ torch::Tensor TransnormerAttentionImpl::feature(const torch::Tensor& x) const {
 
 torch::Tensor TransnormerAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
   check_attention_input(x, options_, "transnormer");
-  const int64_t C = options_.dim(), h = options_.heads(), H = x.size(2), W = x.size(3), N = H * W;
-  auto qkv = detail::transnormer_qkv(map_to_tokens(x), q_proj, k_proj, v_proj);  // (B, N, 3C)
-  auto q = feature(token_heads(qkv.narrow(2, 0, C), h));                         // (B, h, N, d)
+  const int64_t C = options_.dim(), h = options_.heads(), H = x.size(2), W = x.size(3);
+  auto prefix = context_prefix(ctx, options_, x, "transnormer");
+  const int64_t P = ctx.prefix_tokens(), N = P + H * W;  // all tokens, the prefix first
+  auto qkv = detail::transnormer_qkv(with_prefix(prefix, map_to_tokens(x)), q_proj, k_proj, v_proj);  // (B, N, 3C)
+  auto q = feature(token_heads(qkv.narrow(2, 0, C), h));                                             // (B, h, N, d)
   auto k = feature(token_heads(qkv.narrow(2, C, C), h));
   auto v = token_heads(qkv.narrow(2, 2 * C, C), h);
-  if (urpe_on_) {
-    q = urpe->forward(q);
-    k = urpe->forward(k);
+  if (urpe_on_) {  // positions along the grid's raster sequence; prefix tokens get URPE at index 0 (reflection only)
+    auto urpe_of = [&](const torch::Tensor& t) {
+      if (P == 0) return urpe->forward(t);
+      return torch::cat({urpe->reflect(t.narrow(2, 0, P)), urpe->forward(t.narrow(2, P, N - P))}, 2);
+    };
+    q = urpe_of(q);
+    k = urpe_of(k);
   }
   emit_probe(ctx, Probe::feature_q, q);
   emit_probe(ctx, Probe::feature_k, k);
@@ -103,13 +113,13 @@ torch::Tensor TransnormerAttentionImpl::forward(const torch::Tensor& x, const At
   emit_internal(ctx, "output_pre_norm", merged);
   if (norm_on_) merged = simple_rms_norm(merged);
   if (probe_wanted(ctx, Probe::output_gated)) emit_probe(ctx, Probe::output_gated, token_heads(merged, h));
-  return tokens_to_map(out_proj->forward(merged), H, W);
+  return finish_tokens(ctx, out_proj->forward(merged), H, W);
 }
 
 AttentionMacs TransnormerAttentionImpl::macs(int64_t height, int64_t width) const {
   // projections: q, k, v, out_proj, C² each per token; matmuls: kv = φ(K)ᵀV (N·d² per head) and φ(Q)·kv (N·d² per
-  // head): 2·N·d·C. φ, URPE and the norm are elementwise and not counted.
-  const int64_t N = height * width, C = options_.dim();
+  // head): 2·N·d·C, N = P + H·W tokens. φ, URPE and the norm are elementwise and not counted.
+  const int64_t N = options_.prefix_tokens() + height * width, C = options_.dim();
   return {4 * C * C * N, 2 * N * head_dim() * C};
 }
 

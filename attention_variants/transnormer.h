@@ -16,6 +16,9 @@
 /// Also here: TransNormer's URPE (`TransnormerUrpe`) and SimpleRMSNorm (`simple_rms_norm`), shared with the
 /// DiagAttention (transnormer_diag.h).
 ///
+/// Prefix tokens (DeiT's cls token; attention.h): φ(K)ᵀV over all P + N tokens, the cls query reads it; URPE gives the
+/// cls token index 0 (the Householder reflection alone), the grid keeps its raster index; SimpleRMSNorm per token.
+///
 /// Usage:
 ///   rala::TransnormerAttention t1(rala::AttentionOptions(64, 2));                       // T1: elu, SimpleRMSNorm
 ///   rala::TransnormerAttention t2(rala::AttentionOptions(64, 2).set("phi", "1+elu"));  // T2
@@ -40,6 +43,8 @@ class TransnormerUrpeImpl : public torch::nn::Module {
   explicit TransnormerUrpeImpl(int64_t head_dim);
   /// x (..., L, d) → (..., L, d).
   torch::Tensor forward(const torch::Tensor& x) const;
+  /// The Householder reflection alone, x − 2 (x·v) v: URPE at index 0 (what a prefix token gets: no position).
+  torch::Tensor reflect(const torch::Tensor& x) const;
   torch::Tensor theta;  ///< (1, 1, ⌊d/2⌋)
   torch::Tensor v;      ///< (d), unit norm at construction
 };
@@ -57,6 +62,7 @@ class TransnormerAttentionImpl : public AttentionBase {
   static std::vector<SettingPair> settings_from_state_shapes(const StateShapes& shapes);
   torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx) override;
   AttentionMacs macs(int64_t height, int64_t width) const override;
+  PrefixMode prefix_mode() const override { return PrefixMode::joint; }
 
   int64_t head_dim() const { return options_.dim() / options_.heads(); }
   TransnormerPhi phi() const { return phi_; }

@@ -18,6 +18,10 @@
 /// chunk_weights (B, h, N'/c, c, c) = P exactly as computed, pad rows and columns included. No kv_buffer: nothing is
 /// summarised into a state. Internals: `output_pre_norm`, `output_pre_proj` (B, N, C) (golden names).
 ///
+/// Prefix tokens (DeiT's cls token; attention.h): a global token, as Longformer's [CLS]: every grid query reads its
+/// chunk plus the cls key (in its chunk's normalisation, so T2's softmax spans c + P keys; chunk_weights is then (B, h,
+/// N'/c, c, c + P)); the cls query reads all P + N real tokens; URPE index 0 (reflection only).
+///
 /// Usage:
 ///   rala::TransnormerDiagAttention t1(rala::AttentionOptions(64, 2));
 ///   rala::TransnormerDiagAttention t2(rala::AttentionOptions(64, 2).set("kernel", "softmax").set("norm", false));
@@ -35,6 +39,7 @@ class TransnormerDiagAttentionImpl : public AttentionBase {
   static std::vector<SettingPair> settings_from_state_shapes(const StateShapes& shapes);
   torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx) override;
   AttentionMacs macs(int64_t height, int64_t width) const override;
+  PrefixMode prefix_mode() const override { return PrefixMode::joint; }
 
   int64_t head_dim() const { return options_.dim() / options_.heads(); }
   int64_t chunk() const { return chunk_; }

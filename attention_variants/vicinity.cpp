@@ -99,25 +99,32 @@ torch::Tensor VicinityAttentionImpl::forward(const torch::Tensor& x, const Atten
   check_attention_input(x, options_, kName);
   const int64_t H = x.size(2), W = x.size(3), N = H * W, h = options_.heads();
   auto clamp = [this](const torch::Tensor& t) { return clamp_ ? abs_clamp(t) : t; };
-  auto tokens = map_to_tokens(x);  // (B, N, C)
+  auto prefix = context_prefix(ctx, options_, x, kName);
+  const int64_t P = ctx.prefix_tokens();
+  auto tokens = with_prefix(prefix, map_to_tokens(x));  // (B, P + N, C), prefix first
 
-  auto s = se_fc->forward(tokens.mean(1));  // (B, C)
+  auto s = se_fc->forward(tokens.mean(1));  // (B, C): the mean over all tokens, prefix tokens included
   emit_internal(ctx, "se_weight", s);
 
-  torch::Tensor src = tokens;  // key / value source (B, N', C)
+  torch::Tensor src = tokens;  // key / value source (B, P + N', C)
   int64_t Hk = H, Wk = W;
-  if (sr_ > 1) {
+  if (sr_ > 1) {  // the grid is reduced; prefix tokens enter k_proj / v_proj as they are
     std::tie(Hk, Wk) = key_grid(H, W);
     auto xs = x;
     if (Hk * sr_ != H || Wk * sr_ != W) xs = torch::constant_pad_nd(x, {0, Wk * sr_ - W, 0, Hk * sr_ - H}, 0.0);
-    src = norm->forward(map_to_tokens(sr->forward(xs)));  // (B, H'·W', C)
+    src = with_prefix(prefix, norm->forward(map_to_tokens(sr->forward(xs))));  // (B, P + H'·W', C)
   }
-  auto q = token_heads(torch::relu(q_proj->forward(tokens)), h);  // (B, h, N, d')
-  auto k = token_heads(torch::relu(k_proj->forward(src)), h);     // (B, h, N', d')
-  auto v = token_heads(v_proj->forward(src), h);                  // (B, h, N', d')
+  auto q = token_heads(torch::relu(q_proj->forward(tokens)), h);  // (B, h, P + N, d')
+  auto k = token_heads(torch::relu(k_proj->forward(src)), h);     // (B, h, P + N', d')
+  auto v = token_heads(v_proj->forward(src), h);                  // (B, h, P + N', d')
 
-  auto fq = reweight(q, reweight_table(product_, H, W, 1, H, W, x.options()));      // (B, h, N, 4d')
-  auto fk = reweight(k, reweight_table(product_, Hk, Wk, sr_, H, W, x.options()));  // (B, h, N', 4d')
+  auto fq = reweight(q.narrow(2, P, N), reweight_table(product_, H, W, 1, H, W, x.options()));              // (B,h,N,4d')
+  auto fk = reweight(k.narrow(2, P, Hk * Wk), reweight_table(product_, Hk, Wk, sr_, H, W, x.options()));  // (B,h,N',4d')
+  if (P > 0) {  // prefix tokens: un-re-weighted pairs with the weight of zero distance (sum form 2, product form 1)
+    const double w0 = product_ ? 1.0 : 2.0;
+    fq = prefix_reweighted_features(fq, q, P, w0, /*query=*/true);  // (B, h, P + N, 4d' + 2d')
+    fk = prefix_reweighted_features(fk, k, P, w0, /*query=*/false);
+  }
   emit_probe(ctx, Probe::feature_q, fq);
   emit_probe(ctx, Probe::feature_k, fk);
 
@@ -128,30 +135,32 @@ torch::Tensor VicinityAttentionImpl::forward(const torch::Tensor& x, const Atten
   emit_probe(ctx, Probe::normalizer_z, z.squeeze(-1));
   emit_probe(ctx, Probe::output, o);
   emit_probe(ctx, Probe::output_gated, o);  // no gate or positional term: what enters out_proj
-  if (probe_wanted(ctx, Probe::attention, N))
-    emit_probe(ctx, Probe::attention, torch::matmul(fq, fk.transpose(-2, -1)) * z);  // (B, h, N, N')
+  if (probe_wanted(ctx, Probe::attention, P + N))
+    emit_probe(ctx, Probe::attention, torch::matmul(fq, fk.transpose(-2, -1)) * z);  // (B, h, P + N, P + N')
 
-  auto merged = merge_token_heads(o);  // (B, N, C/fr)
+  auto merged = merge_token_heads(o);  // (B, P + N, C/fr)
   emit_internal(ctx, "output_pre_proj", merged);
-  auto y = clamp(out_proj->forward(merged));  // (B, N, C)
+  auto y = clamp(out_proj->forward(merged));  // (B, P + N, C)
   y = clamp(y + y * s.unsqueeze(1));
-  return tokens_to_map(y, H, W);
+  return finish_tokens(ctx, y, H, W);
 }
 
 AttentionMacs VicinityAttentionImpl::macs(int64_t height, int64_t width) const {
   const int64_t C = options_.dim(), Cr = C / fr_, h = options_.heads(), d = head_dim();
-  const int64_t N = height * width;
+  // With P prefix tokens: P more queries and keys, features 6d' wide instead of 4d'.
+  const int64_t P = options_.prefix_tokens(), N = P + height * width;
   const auto [Hk, Wk] = key_grid(height, width);
-  const int64_t Nk = Hk * Wk;
+  const int64_t Nk = P + Hk * Wk;
+  const int64_t f = P > 0 ? 6 : 4;
   AttentionMacs m;
   m.projections = N * C * Cr                             // q_proj
                   + 2 * Nk * C * Cr                      // k_proj, v_proj
                   + N * Cr * C                           // out_proj
                   + 2 * C * (C / se_reduction_);         // se_fc.0, se_fc.2 (once per image)
-  if (sr_ > 1) m.projections += C * C * sr_ * sr_ * Nk;  // stride-sr conv
-  m.matmuls = 4 * d * d * h * Nk                         // kv = Σ φ̃(k)ᵀ v
-              + 4 * d * d * h * N                        // φ̃(q) · kv
-              + 4 * d * h * N;                           // φ̃(q) · Σ φ̃(k)
+  if (sr_ > 1) m.projections += C * C * sr_ * sr_ * (Nk - P);  // stride-sr conv on the grid
+  m.matmuls = f * d * d * h * Nk                         // kv = Σ φ̃(k)ᵀ v
+              + f * d * d * h * N                        // φ̃(q) · kv
+              + f * d * h * N;                           // φ̃(q) · Σ φ̃(k)
   return m;
 }
 

@@ -31,6 +31,11 @@
 /// z_i·φ̃(q_i)·φ̃(k_j), the implied map: A·v = o wherever no clamp but z's changes a value (the rule for |t| ≥ 1e-4).
 /// Internals: `se_weight` (B, C) = s; `output_pre_proj` (B, N, C/fr) = o merged over heads (token layout).
 ///
+/// Prefix tokens (DeiT's cls token; attention.h): the re-weighting is bound to the grid: between grid tokens as above,
+/// every pair with the cls token gets the zero-distance weight (sum form 2, product form 1; features 2d' wider, see
+/// prefix_reweighted_features); the SE weights come from the mean over all P + N tokens; with spatial_reduction > 1 the
+/// cls key and value come from k_proj / v_proj of the token itself (the stride conv and its LayerNorm are the grid's).
+///
 /// Usage:
 ///   rala::VicinityAttention attn(rala::AttentionOptions(64, 2));                                // VVT: fr 2, sum form
 ///   rala::VicinityAttention pvt(rala::AttentionOptions(64, 2).set("spatial_reduction", 2).set("form", "product"));
@@ -50,6 +55,7 @@ class VicinityAttentionImpl : public AttentionBase {
   /// projections: q, out N·C·C/fr each; k, v N'·C·C/fr each; SE 2·C·(C/r); sr conv C²·sr²·N' (sr > 1).
   /// matmuls: kv 4d'·d'·h·N', φ̃(q)·kv 4d'·d'·h·N, normaliser 4d'·h·N. N' = H'·W' key tokens.
   AttentionMacs macs(int64_t height, int64_t width) const override;
+  PrefixMode prefix_mode() const override { return PrefixMode::joint; }
 
   static constexpr double kEps = 1e-4;       ///< added to φ̃(q)·Σφ̃(k)
   static constexpr double kClampMin = 1e-4;  ///< abs_clamp bounds on |t|

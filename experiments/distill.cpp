@@ -328,9 +328,12 @@ DistillResult distill(const DistillConfig& requested) {
 
   // The student: the teacher's network with S → H, every teacher weight copied, new (seeded) feature maps.
   torch::manual_seed(c.seed);
-  AnyModel student(preset, result.pattern, settings, num_classes);
+  const int64_t depth = teacher.model->is_ravlt() ? 0 : teacher.model->deit()->options().depth();  // a DeiT's blocks
+  AnyModel student(preset, result.pattern, settings, num_classes, -1, depth);
   auto teacher_layers = attention_modules(*teacher.model);
   auto student_layers = attention_modules(student);
+  TORCH_CHECK(student_layers.size() == teacher_layers.size(), "the converted model has ", student_layers.size(),
+              " attention layers, the teacher ", teacher_layers.size());
   std::vector<HedgehogAttentionImpl*> distilled;
   std::set<std::string> optional;  // the new feature maps (and the deterministic RoPE buffers)
   for (const auto& b : student.module()->named_buffers())

@@ -3,6 +3,8 @@
 #include <nlohmann/json.hpp>
 
 #include "experiments/device.h"
+#include <set>
+
 #include "experiments/runtime.h"
 #include "models/checkpoint.h"
 
@@ -16,6 +18,8 @@ void ModelFlags::add_to(CLI::App& cmd, bool with_pattern) {
   cmd.add_option("--checkpoint", checkpoint, "Weights: own checkpoint or official RAVLT .pth (default: random)");
   cmd.add_option("--checkpoint-key", checkpoint_key, "Which state dict of an official checkpoint: model | model_ema")
       ->check(CLI::IsMember({"model", "model_ema"}));
+  cmd.add_option("--depth", depth, "DeiT presets: number of blocks (default: the checkpoint's, else 12)")
+      ->check(CLI::PositiveNumber);
   cmd.add_option("--seed", seed, "Seed for random weights")->capture_default_str();
 }
 
@@ -43,8 +47,15 @@ LoadedModel load_model(const ModelFlags& flags) {
       if (meta.contains("classes")) out.classes = meta["classes"].get<std::vector<std::string>>();
     }
   }
+  int64_t depth = flags.depth;
+  if (!flags.checkpoint.empty() && is_deit_preset(flags.model)) {
+    const int64_t stored = deit_depth_of(ckpt.state, flags.checkpoint);
+    TORCH_CHECK(depth == 0 || stored == 0 || depth == stored, "checkpoint '", flags.checkpoint, "' has ", stored,
+                " DeiT blocks, --depth asks for ", depth);
+    if (depth == 0) depth = stored;
+  }
   torch::manual_seed(flags.seed);
-  out.model = std::make_unique<AnyModel>(flags.model, pattern, settings, num_classes);
+  out.model = std::make_unique<AnyModel>(flags.model, pattern, settings, num_classes, -1, depth);
   if (!flags.checkpoint.empty()) {
     std::set<std::string> optional;  // the deterministic RoPE buffers may be absent
     for (const auto& b : out.model->module()->named_buffers())
@@ -64,6 +75,24 @@ LoadedModel load_model(const ModelFlags& flags) {
 torch::Device model_device(const AnyModel& model) {
   for (const auto& p : model.module()->parameters()) return p.device();
   return torch::Device(torch::kCPU);
+}
+
+int64_t deit_depth_of(const std::map<std::string, torch::Tensor>& state, const std::string& source) {
+  std::set<int64_t> blocks;
+  for (const auto& entry : state) {
+    const auto& key = entry.first;
+    if (key.rfind("blocks.", 0) != 0) continue;
+    const auto dot = key.find('.', 7);
+    const auto index = key.substr(7, dot == std::string::npos ? std::string::npos : dot - 7);
+    TORCH_CHECK(!index.empty() && index.size() < 10 && index.find_first_not_of("0123456789") == std::string::npos,
+                "checkpoint '", source, "': key '", key, "' has no block number after 'blocks.'");
+    blocks.insert(std::stoll(index));
+  }
+  if (blocks.empty()) return 0;
+  const auto n = static_cast<int64_t>(blocks.size());
+  TORCH_CHECK(*blocks.rbegin() == n - 1, "checkpoint '", source, "': DeiT blocks must be numbered 0 to n-1, found ", n,
+              " blocks numbered ", *blocks.begin(), " to ", *blocks.rbegin());
+  return n;
 }
 
 std::string model_meta_json(const AnyModel& model, const std::vector<std::string>& classes) {

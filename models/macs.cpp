@@ -46,7 +46,7 @@ ModelMacs count_macs(const DeitImpl& model, int64_t height, int64_t width) {
   linear += conv_macs(*model.patch_embed, h, w);
   const int64_t tokens = 1 + h * w;
   for (const auto& block : model.blocks) {
-    auto a = block->attn->macs(h, w);  // the mixer runs on the patch grid
+    auto a = block->attn->macs(h, w);  // the mixer on the patch grid and the cls token (its prefix_tokens)
     linear += a.projections;
     matmuls += a.matmuls;
     linear += tokens * (block->fc1->options.in_features() * block->fc1->options.out_features() +

@@ -67,12 +67,18 @@ std::vector<std::string> model_preset_names() {
   return names;
 }
 
+bool is_deit_preset(const std::string& name) {
+  const auto n = lower(name);
+  return n == "deit_tiny" || n == "deit_small";
+}
+
 void AnyModel::check_pattern_and_settings(const std::string& preset, const std::string& pattern,
                                           const std::vector<std::string>& settings) {
   const std::string p = lower(preset);
-  if (p == "deit_tiny" || p == "deit_small") {
-    distribute_settings(parse_pattern(pattern.empty() ? deit_tiny().attn_pattern() : pattern, 1), settings,
-                        DeitImpl::harness_settings());
+  if (is_deit_preset(p)) {
+    const auto o = p == "deit_tiny" ? deit_tiny() : deit_small();
+    distribute_settings(parse_pattern(pattern.empty() ? o.attn_pattern() : pattern, 1), settings,
+                        DeitImpl::harness_settings(o));
     return;
   }
   const auto o = ravlt_preset(p);
@@ -80,19 +86,21 @@ void AnyModel::check_pattern_and_settings(const std::string& preset, const std::
 }
 
 AnyModel::AnyModel(const std::string& preset, const std::string& pattern, const std::vector<std::string>& settings,
-                   int64_t num_classes, double drop_path_rate)
+                   int64_t num_classes, double drop_path_rate, int64_t depth)
     : preset_(lower(preset)), settings_(settings) {
-  if (preset_ == "deit_tiny" || preset_ == "deit_small") {
+  if (is_deit_preset(preset_)) {
     auto o = preset_ == "deit_tiny" ? deit_tiny() : deit_small();
     if (!pattern.empty()) o.attn_pattern(pattern);
     if (num_classes >= 0) o.num_classes(num_classes);
     if (drop_path_rate >= 0) o.drop_path_rate(drop_path_rate);
+    if (depth > 0) o.depth(depth);
     o.attn_settings(settings);
     deit_ = Deit(o);
     pattern_ = pattern_letters({deit_->variant()});
     module_ = deit_.ptr();
   } else {
     auto o = ravlt_preset(preset_);
+    TORCH_CHECK(depth <= 0, "a depth (", depth, ") applies to the DeiT presets only, not to ", preset_);
     if (!pattern.empty()) o.attn_pattern(pattern);
     if (num_classes >= 0) o.num_classes(num_classes);
     if (drop_path_rate >= 0) o.drop_path_rate(drop_path_rate);

@@ -29,6 +29,8 @@ RavltOptions ravlt_preset(const std::string& name);
 std::vector<std::string> ravlt_preset_names();
 /// Every preset name: the RAVLT ones, then deit_tiny, deit_small.
 std::vector<std::string> model_preset_names();
+/// Whether `name` (case-insensitive) is a DeiT preset.
+bool is_deit_preset(const std::string& name);
 
 /// One attention layer of a model: where it sits and what it is.
 struct AttentionLayerInfo {
@@ -50,9 +52,10 @@ class AnyModel {
   static void check_pattern_and_settings(const std::string& preset, const std::string& pattern,
                                          const std::vector<std::string>& settings);
   /// pattern "" = the preset's default (RRSS for RAVLT, S for DeiT); num_classes < 0 = the preset's.
-  /// drop_path_rate < 0 = the preset's (stochastic depth, active in training mode only).
+  /// drop_path_rate < 0 = the preset's (stochastic depth, active in training mode only). depth > 0: that many blocks
+  /// (DeiT presets only; 0 = the preset's 12).
   AnyModel(const std::string& preset, const std::string& pattern = "", const std::vector<std::string>& settings = {},
-           int64_t num_classes = -1, double drop_path_rate = -1);
+           int64_t num_classes = -1, double drop_path_rate = -1, int64_t depth = 0);
   torch::Tensor forward(const torch::Tensor& images);
   ModelMacs macs(int64_t height, int64_t width) const;
   int64_t parameters() const { return count_parameters(*module_); }

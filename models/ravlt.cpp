@@ -143,7 +143,7 @@ torch::Tensor RavltStageImpl::forward(const torch::Tensor& x, const std::functio
   auto y = x;
   for (size_t j = 0; j < blocks->size(); ++j) {
     ctx.probes = sinks ? sinks(stage, static_cast<int64_t>(j)) : nullptr;
-    if (ctx.probes) ctx.probes->on_layer(ctx.height, ctx.width);
+    if (ctx.probes) ctx.probes->on_layer(ctx.height, ctx.width, 0);
     y = blocks[j]->as<RavltBlock>()->forward(y, ctx);
   }
   return downsample.is_empty() ? y : downsample->forward(y);

@@ -47,7 +47,7 @@ TEST(ProbeRecorder, RalaKvBufferSpectrumMatchesGolden) {
     ctx.rope_sin = test::golden(golden, "rope_sin");
     ctx.rope_cos = test::golden(golden, "rope_cos");
     ctx.probes = rec.sink(0, 0);
-    ctx.probes->on_layer(7, 9);
+    ctx.probes->on_layer(7, 9, 0);
     torch::NoGradGuard no_grad;
     attn->forward(x, ctx);
     rec.flush_batch(2);

@@ -399,3 +399,38 @@ TEST(AgentDims, DefaultSettingsRunAtRavltMicroAndDeitDims) {
 
 }  // namespace
 }  // namespace rala
+
+namespace rala {
+namespace {
+
+// The official DeiT port (agent_transformer/models/agent_deit.py AgentAttention; tests/data/make_deit_port_goldens.py):
+// the cls token is a key of the agent attention (ac_bias) and a query of the agents (ca_bias), the agents pool the
+// grid's q only, the DWC adds to the grid only; one qkv Linear.
+TEST(AgentDeitGolden, TheClsTokenEntersAsTheOfficialDeitPort) {
+  const char* file = "agent_deit_attention.h5";
+  auto tokens = golden(file, "input");  // (2, 1 + 64, 64): cls first, then the 8×8 grid
+  AgentAttention attn(AttentionOptions(64, 2).prefix_tokens(1).vit_layout(true));  // agent_num 9, window 8
+  test::load_state(*attn, file);  // qkv, proj, dwc, the six tables, ac_bias (1,2,9,1), ca_bias (1,2,1,9): all of them
+  attn->eval();
+  AttentionContext ctx;
+  ctx.height = ctx.width = 8;
+  ProbeCollector probes({Probe::attention, Probe::output});
+  ctx.probes = &probes;
+  torch::NoGradGuard no_grad;
+  expect_golden("DeiT port output", attn->forward_tokens(tokens, ctx), golden(file, "output"));
+  // The implied (1 + N)² map reproduces the per-head output: A·v = output.
+  auto v = attn->qkv->forward(tokens).narrow(2, 128, 64).reshape({2, 65, 2, 32}).transpose(1, 2);
+  EXPECT_LE(test::max_rel_err(torch::matmul(probes.get(Probe::attention), v), probes.get(Probe::output)), 1e-5);
+  EXPECT_EQ(AgentAttentionImpl::settings_from_state_shapes({{"qkv.weight", {192, 64}}, {"qkv.bias", {192}}}),
+            (std::vector<SettingPair>{{"qkv_bias", "1"}}));
+}
+
+TEST(AgentMacs, ThePrefixTokensAreCounted) {
+  AgentAttention attn(AttentionOptions(64, 2).prefix_tokens(1));
+  const auto m = attn->macs(8, 8);
+  EXPECT_EQ(m.projections, 4 * 65 * 64 * 64 + 9 * 64 * 64);  // projections on 1 + 64 tokens, the DWC on the grid
+  EXPECT_EQ(m.matmuls, 4 * 9 * 65 * 64);
+}
+
+}  // namespace
+}  // namespace rala

@@ -80,28 +80,32 @@ struct ChelaReference {
 };
 
 /// The block of chela.h written out step by step in float64 (no code of the module is used, only its parameters).
+/// `prefix` (B, P, C): prefix tokens ahead of the grid (their mx is the token itself); then `final` is (B, P + N, C).
 ChelaReference naive_chela(ChelaAttentionImpl& m, const Tensor& x_in, bool relu, bool mean, bool interpolate,
-                           bool value_from_conv) {
+                           bool value_from_conv, const Tensor& prefix = {}) {
   const double eps = 1e-6;
   auto x = x_in.to(torch::kFloat64);
-  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), N = H * W, h = m.heads();
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), h = m.heads();
+  const int64_t P = prefix.defined() ? prefix.size(1) : 0, G = H * W, N = P + G;  // N: all tokens
   const int64_t Z = m.zdim(), V = m.hdim(), dz = Z / h, dv = V / h;
-  auto P = [&](const std::string& name) { return test::param(m, name).to(torch::kFloat64); };
+  auto Par = [&](const std::string& name) { return test::param(m, name).to(torch::kFloat64); };
   auto to_tokens = [&](const Tensor& map) { return map.flatten(2).transpose(1, 2).contiguous(); };  // l = row·W + col
   auto to_map = [&](const Tensor& t) { return t.transpose(1, 2).reshape({B, C, H, W}); };
   ChelaReference r;
-  auto xt = to_tokens(x);  // (B, N, C)
-  r.short_conv = elementwise(depthwise_def(x, P("short_conv.weight"), P("short_conv.bias")), silu_def);
-  r.long_conv = depthwise_def(r.short_conv, P("long_conv.weight"), P("long_conv.bias"));
-  auto v_in = value_from_conv ? to_tokens(r.long_conv) : xt;
-  auto v = elementwise(linear_def(v_in, P("v_proj.weight"), P("v_proj.bias")), silu_def);  // (B, N, V)
-  auto base = linear_def(to_tokens(r.long_conv), P("mx_proj.weight"), P("mx_proj.bias"));  // (B, N, 2C + Z + V)
+  auto with_prefix = [&](const Tensor& t) { return P > 0 ? torch::cat({prefix.to(torch::kFloat64), t}, 1) : t; };
+  auto xt = with_prefix(to_tokens(x));  // (B, N, C)
+  r.short_conv = elementwise(depthwise_def(x, Par("short_conv.weight"), Par("short_conv.bias")), silu_def);
+  r.long_conv = depthwise_def(r.short_conv, Par("long_conv.weight"), Par("long_conv.bias"));
+  auto mxt = with_prefix(to_tokens(r.long_conv));  // a prefix token's mx is the token itself
+  auto v_in = value_from_conv ? mxt : xt;
+  auto v = elementwise(linear_def(v_in, Par("v_proj.weight"), Par("v_proj.bias")), silu_def);  // (B, N, V)
+  auto base = linear_def(mxt, Par("mx_proj.weight"), Par("mx_proj.bias"));  // (B, N, 2C + Z + V)
   auto u = elementwise(base.narrow(-1, 0, C), sigmoid_def);
-  r.update_gate = to_map(u);
+  r.update_gate = to_map(u.narrow(1, P, G));
   auto zr = elementwise(base.narrow(-1, C, Z + V), silu_def);
   auto hx = base.narrow(-1, C + Z + V, C);
   auto z = zr.narrow(-1, 0, Z), gate_r = zr.narrow(-1, Z, V);
-  auto gamma = P("gamma"), beta = P("beta");
+  auto gamma = Par("gamma"), beta = Par("beta");
   auto q = z * gamma[0] + beta[0], k = z * gamma[1] + beta[1];  // (B, N, Z)
   auto phi = relu ? relu_def : elu1_def;
   auto fq = elementwise(q, phi), fk = elementwise(k, phi);
@@ -146,8 +150,9 @@ ChelaReference naive_chela(ChelaAttentionImpl& m, const Tensor& x_in, bool relu,
   auto o_tokens = r.output.permute({0, 2, 1, 3}).reshape({B, N, V});  // channel n·dv + c
   auto gated = o_tokens * gate_r;
   r.gated = gated.reshape({B, N, h, dv}).permute({0, 2, 1, 3});
-  auto hh = elementwise(hx + linear_def(gated, P("h_proj.weight"), P("h_proj.bias")), silu_def);  // (B, N, C)
-  r.final = to_map(interpolate ? u * (hh - xt) : u * hh);
+  auto hh = elementwise(hx + linear_def(gated, Par("h_proj.weight"), Par("h_proj.bias")), silu_def);  // (B, N, C)
+  r.final = interpolate ? u * (hh - xt) : u * hh;
+  if (P == 0) r.final = to_map(r.final);
   return r;
 }
 
@@ -366,6 +371,37 @@ TEST(ChelaMacs, CountsTheFormula) {
   ChelaAttention fft(AttentionOptions(16, 2));
   EXPECT_LT(fft->macs(16, 16).projections, direct->macs(16, 16).projections);
   EXPECT_EQ(fft->macs(16, 16).matmuls, direct->macs(16, 16).matmuls);
+}
+
+}  // namespace
+}  // namespace rala
+
+namespace rala {
+namespace {
+
+// Prefix tokens (DeiT's cls): the short-long convolutions are the grid's (a prefix token's mx is the token itself);
+// the linear attention runs over all 1 + N tokens. Against the step-by-step reference with the prefix in front.
+TEST(ChelaPrefix, TheClsTokensMxIsItselfAndItJoinsTheLinearAttention) {
+  for (bool from_conv : {false, true}) {
+    SCOPED_TRACE(from_conv ? "value_input=conv" : "value_input=x");
+    const int64_t C = 16, h = 2, H = 4, W = 5, N = H * W;
+    ChelaAttention attn(AttentionOptions(C, h).set("value_input", from_conv ? "conv" : "x").prefix_tokens(1));
+    test::randomize(*attn, 17);
+    attn->to(torch::kFloat64);
+    auto tokens = test::random_input(2, 1 + N, C, 1, 6).squeeze(-1);
+    AttentionContext ctx;
+    ctx.height = H;
+    ctx.width = W;
+    ProbeCollector probes({Probe::attention, Probe::output});
+    ctx.probes = &probes;
+    torch::NoGradGuard no_grad;
+    auto y = attn->forward_tokens(tokens, ctx);
+    auto grid = tokens.narrow(1, 1, N).transpose(1, 2).reshape({2, C, H, W});
+    auto ref = naive_chela(*attn, grid, false, false, true, from_conv, tokens.narrow(1, 0, 1));
+    expect_rel("prefix_y", y, ref.final, 1e-10);
+    expect_rel("prefix_attention", probes.get(Probe::attention), ref.attention, 1e-10);
+    expect_rel("prefix_output", probes.get(Probe::output), ref.output, 1e-10);
+  }
 }
 
 }  // namespace

@@ -92,3 +92,49 @@ INSTANTIATE_TEST_SUITE_P(Both, CosformerModes,
 
 }  // namespace
 }  // namespace rala
+
+namespace rala {
+namespace {
+
+// Prefix tokens (DeiT's cls): the re-weighting is the grid's; every pair with the cls token has the weight of zero
+// distance (2 in separable_2d, 1 in raster_1d). The implied (1 + N)² map against that formula, by definition.
+TEST_P(CosformerModes, TheClsTokenPairsHaveTheZeroDistanceWeight) {
+  const bool one_d = GetParam() == CosformerIndex::raster_1d;
+  CosformerAttention attn(AttentionOptions(32, 2).set("cosformer_index", one_d ? "raster_1d" : "separable_2d")
+                              .prefix_tokens(1).vit_layout(true));
+  test::randomize(*attn, 8);
+  attn->to(torch::kFloat64);
+  const int64_t H = 3, W = 5, N = H * W, T = 1 + N;
+  auto tokens = test::random_input(2, T, 32, 1, 3).squeeze(-1);  // (2, 16, 32)
+  ProbeCollector probes({Probe::attention, Probe::kv_buffer});
+  AttentionContext ctx;
+  ctx.height = H;
+  ctx.width = W;
+  ctx.probes = &probes;
+  torch::NoGradGuard no_grad;
+  attn->forward_tokens(tokens, ctx);
+  auto proj = torch::linear(tokens, attn->qkv_weight(), attn->qkv_bias());  // (2, T, 96)
+  auto weight = [&](int64_t i, int64_t j) {  // token 0 is the cls token, token 1 + l the grid's l
+    if (i == 0 || j == 0) return one_d ? 1.0 : 2.0;
+    const int64_t a = i - 1, b = j - 1;
+    if (one_d) return std::cos(M_PI / 2 * static_cast<double>(a - b) / N);
+    return std::cos(M_PI / 2 * static_cast<double>(a / W - b / W) / H) +
+           std::cos(M_PI / 2 * static_cast<double>(a % W - b % W) / W);
+  };
+  for (int64_t b = 0; b < 2; ++b)
+    for (int64_t n = 0; n < 2; ++n) {
+      auto q = torch::relu(proj[b].narrow(1, 16 * n, 16)), k = torch::relu(proj[b].narrow(1, 32 + 16 * n, 16));
+      auto A = torch::empty({T, T}, torch::kFloat64);
+      for (int64_t i = 0; i < T; ++i) {
+        double den = 0;
+        for (int64_t m = 0; m < T; ++m) den += weight(i, m) * (q[i] * k[m]).sum().item<double>();
+        for (int64_t j = 0; j < T; ++j) A[i][j] = weight(i, j) * (q[i] * k[j]).sum().item<double>() / den;
+      }
+      EXPECT_LE(test::max_rel_err(probes.get(Probe::attention)[b][n], A), 1e-10) << b << " " << n;
+    }
+  // The features carry 2d more channels for the position-free pairs.
+  EXPECT_EQ(probes.get(Probe::kv_buffer).size(2), (one_d ? 2 : 4) * 16 + 2 * 16);
+}
+
+}  // namespace
+}  // namespace rala

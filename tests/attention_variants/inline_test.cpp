@@ -314,3 +314,32 @@ TEST(InlineDims, DefaultsRunAtRavltMicroAndDeitDims) {
 
 }  // namespace
 }  // namespace rala
+
+namespace rala {
+namespace {
+
+// The official DeiT port (models/inline_deit.py InLineAttention; tests/data/make_deit_port_goldens.py): q, k, v, the
+// buffer and the means over all 1 + N tokens, the residual kernel from the mean of all tokens (cls included), the
+// dynamic conv on the grid's v only; one qkv Linear.
+TEST(InlineDeitGolden, TheClsTokenEntersAsTheOfficialDeitPort) {
+  const char* file = "inline_deit_attention.h5";
+  auto tokens = golden(file, "input");  // (2, 1 + 64, 64): cls first, then the 8×8 grid
+  InlineAttention attn(AttentionOptions(64, 2).prefix_tokens(1).vit_layout(true));
+  test::load_state(*attn, file);  // qkv, proj, residual.0, residual.2: all of them
+  attn->eval();
+  AttentionContext ctx;
+  ctx.height = ctx.width = 8;
+  ProbeCollector probes({Probe::attention, Probe::output});
+  ctx.probes = &probes;
+  torch::NoGradGuard no_grad;
+  auto y = attn->forward_tokens(tokens, ctx);
+  const double dev = golden_dev(y, golden(file, "output"));
+  std::printf("  inline DeiT-port golden output max|Δ|/max(1,max|ref|) = %.3g\n", dev);
+  EXPECT_LE(dev, 1e-5);
+  // The implied (1 + N)² map, mean-value correction included, reproduces the per-head output from v.
+  auto v = attn->qkv->forward(tokens).narrow(2, 128, 64).reshape({2, 65, 2, 32}).transpose(1, 2);
+  EXPECT_LE(test::max_rel_err(torch::matmul(probes.get(Probe::attention), v), probes.get(Probe::output)), 1e-5);
+}
+
+}  // namespace
+}  // namespace rala

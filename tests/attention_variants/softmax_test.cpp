@@ -86,3 +86,45 @@ TEST(SoftmaxProbes, AttentionMapOnlyWithinTheSinksLimit) {
 
 }  // namespace
 }  // namespace rala
+
+namespace rala {
+namespace {
+
+// Prefix tokens (DeiT's cls) with every switch on: the cls token is a query and a key of the softmax over all 1 + N
+// tokens, un-rotated by RoPE (RoPE-ViT's rule), without LePE, gated like every token. Against the formula written out.
+TEST(SoftmaxPrefix, TheClsTokenIsUnrotatedWithoutLepeAndGated) {
+  SoftmaxAttention attn(AttentionOptions(32, 2).prefix_tokens(1).vit_layout(true));  // gate, rope, lepe on
+  test::randomize(*attn, 31);
+  attn->to(torch::kFloat64);
+  const int64_t H = 4, W = 7, N = H * W, T = 1 + N, C = 32, d = 16;
+  auto tokens = test::random_input(2, T, C, 1, 8).squeeze(-1);
+  AttentionContext ctx;
+  ctx.height = H;
+  ctx.width = W;
+  torch::NoGradGuard no_grad;
+  auto y = attn->forward_tokens(tokens, ctx);
+  auto proj = torch::linear(tokens, attn->qkv_weight(), attn->qkv_bias());  // (2, T, 4C): [q | k | v | o]
+  auto ref = torch::empty_like(tokens);
+  for (int64_t b = 0; b < 2; ++b) {
+    std::vector<torch::Tensor> heads;
+    for (int64_t n = 0; n < 2; ++n) {
+      auto part = [&](int64_t block) { return proj[b].narrow(1, block * C + n * d, d); };  // (T, d)
+      auto rotate = [&](const torch::Tensor& t) {  // the grid rows by their position, the cls row as it is
+        return torch::cat({t.narrow(0, 0, 1), test::naive_rope(t.narrow(0, 1, N), H, W)});
+      };
+      auto q = rotate(part(0)), k = rotate(part(1)), v = part(2);
+      auto A = torch::empty({T, T}, torch::kFloat64);
+      for (int64_t i = 0; i < T; ++i) A[i] = test::naive_softmax(torch::matmul(k, q[i]) / std::sqrt(double(d)));
+      heads.push_back(torch::matmul(A, v));
+    }
+    auto out = torch::cat(heads, 1);  // (T, C)
+    auto v_map = proj[b].narrow(1, 2 * C, C).narrow(0, 1, N).t().reshape({1, C, H, W});
+    auto lepe = torch::conv2d(v_map, attn->lepe()->weight, attn->lepe()->bias, 1, 2, 1, C).reshape({C, N}).t();
+    out = torch::cat({out.narrow(0, 0, 1), out.narrow(0, 1, N) + lepe}) * proj[b].narrow(1, 3 * C, C);
+    ref[b] = torch::linear(out, attn->proj_weight(), attn->proj_bias());
+  }
+  EXPECT_LE(test::max_rel_err(y, ref), 1e-10);
+}
+
+}  // namespace
+}  // namespace rala

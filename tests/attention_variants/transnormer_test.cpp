@@ -485,3 +485,58 @@ TEST(TransnormerModels, DeitDimsOnSquareAndNonSquareGrids) {
 
 }  // namespace
 }  // namespace rala
+
+namespace rala {
+namespace {
+
+// Prefix tokens (DeiT's cls) in DiagAttention: a global token. Each grid query reads its chunk (the zero pad keys of
+// the last chunk included, as the official code) plus the cls key in one normalisation; the cls query reads all
+// 1 + N real tokens. Written out token by token, T1 (ReLU, SimpleRMSNorm) and T2 (softmax, no norm).
+TEST(TransnormerDiagPrefix, TheClsTokenIsAGlobalToken) {
+  for (bool t2 : {false, true}) {
+    SCOPED_TRACE(t2 ? "T2" : "T1");
+    std::vector<SettingPair> s = {{"chunk", "5"}};
+    if (t2) s.insert(s.end(), {{"kernel", "softmax"}, {"norm", "0"}});
+    TransnormerDiagAttention attn(AttentionOptions(32, 2).settings(s).prefix_tokens(1));
+    test::randomize(*attn, 41);
+    attn->to(torch::kFloat64);
+    const int64_t H = 3, W = 4, N = H * W, T = 1 + N, C = 32, d = 16, c = 5;
+    auto tokens = test::random_input(2, T, C, 1, 9).squeeze(-1);
+    AttentionContext ctx;
+    ctx.height = H;
+    ctx.width = W;
+    ProbeCollector probes({Probe::attention});
+    ctx.probes = &probes;
+    torch::NoGradGuard no_grad;
+    auto y = attn->forward_tokens(tokens, ctx);
+    auto q = attn->q_proj->forward(tokens) / std::sqrt(double(d)), k = attn->k_proj->forward(tokens);
+    auto v = attn->v_proj->forward(tokens);  // (2, T, C)
+    auto ref = torch::zeros_like(tokens);
+    for (int64_t b = 0; b < 2; ++b)
+      for (int64_t n = 0; n < 2; ++n) {
+        auto qh = q[b].narrow(1, n * d, d), kh = k[b].narrow(1, n * d, d), vh = v[b].narrow(1, n * d, d);
+        for (int64_t i = 0; i < T; ++i) {
+          std::vector<int64_t> keys;  // real keys read by token i; `pads` zero keys more in its chunk
+          int64_t pads = 0;
+          if (i == 0) {
+            for (int64_t j = 0; j < T; ++j) keys.push_back(j);
+          } else {
+            const int64_t g = (i - 1) / c;
+            for (int64_t l = g * c; l < (g + 1) * c; ++l) l < N ? keys.push_back(1 + l) : void(++pads);
+            keys.push_back(0);
+          }
+          auto logits = torch::zeros({static_cast<int64_t>(keys.size()) + pads}, torch::kFloat64);
+          for (size_t m = 0; m < keys.size(); ++m) logits[m] = (qh[i] * kh[keys[m]]).sum();
+          auto w = t2 ? test::naive_softmax(logits) : torch::relu(logits);
+          for (size_t m = 0; m < keys.size(); ++m) ref[b][i].narrow(0, n * d, d) += w[m] * vh[keys[m]];
+        }
+      }
+    if (!t2) ref = simple_rms_norm(ref);
+    ref = attn->out_proj->forward(ref);
+    EXPECT_LE(test::max_rel_err(y, ref), 1e-10);
+    EXPECT_EQ(probes.get(Probe::attention).sizes(), (std::vector<int64_t>{2, 2, T, T}));
+  }
+}
+
+}  // namespace
+}  // namespace rala

@@ -482,3 +482,51 @@ TEST(VicinityMacs, CountsProjectionsSrConvSeAndMatmuls) {
 
 }  // namespace
 }  // namespace rala
+
+namespace rala {
+namespace {
+
+// Prefix tokens (DeiT's cls): the 2-D re-weighting is the grid's; every pair with the cls token has the weight of
+// zero distance (sum form 2, product form 1); the SE weights read the mean over all tokens. The implied (1 + N)² map
+// against that formula by definition (abs_clamp off: the plain formula), and the SE input.
+TEST(VicinityPrefix, TheClsTokenPairsHaveTheZeroDistanceWeight) {
+  for (const char* form : {"sum", "product"}) {
+    SCOPED_TRACE(form);
+    const bool product = std::string(form) == "product";
+    VicinityAttention attn(AttentionOptions(32, 2).set("form", form).set("abs_clamp", false).prefix_tokens(1));
+    test::randomize(*attn, 12);
+    attn->to(torch::kFloat64);
+    const int64_t H = 3, W = 4, N = H * W, T = 1 + N, d = 8;  // d' = (32/2)/fr 2
+    auto tokens = test::random_input(2, T, 32, 1, 5).squeeze(-1);
+    ProbeCollector probes({Probe::attention}, 4096, {"se_weight"});
+    AttentionContext ctx;
+    ctx.height = H;
+    ctx.width = W;
+    ctx.probes = &probes;
+    torch::NoGradGuard no_grad;
+    attn->forward_tokens(tokens, ctx);
+    auto q = torch::relu(attn->q_proj->forward(tokens)), k = torch::relu(attn->k_proj->forward(tokens));  // (2, T, 16)
+    auto weight = [&](int64_t i, int64_t j) {
+      if (i == 0 || j == 0) return product ? 1.0 : 2.0;
+      const double ai = M_PI / 2 * ((i - 1) / W) / H, aj = M_PI / 2 * ((j - 1) / W) / H;
+      const double bi = M_PI / 2 * ((i - 1) % W) / W, bj = M_PI / 2 * ((j - 1) % W) / W;
+      return product ? std::cos(ai - aj) * std::cos(bi - bj) : std::cos(ai - aj) + std::cos(bi - bj);
+    };
+    for (int64_t b = 0; b < 2; ++b)
+      for (int64_t n = 0; n < 2; ++n) {
+        auto qh = q[b].narrow(1, d * n, d), kh = k[b].narrow(1, d * n, d);
+        auto A = torch::empty({T, T}, torch::kFloat64);
+        for (int64_t i = 0; i < T; ++i) {
+          double den = 0;
+          for (int64_t m = 0; m < T; ++m) den += weight(i, m) * (qh[i] * kh[m]).sum().item<double>();
+          for (int64_t j = 0; j < T; ++j)
+            A[i][j] = weight(i, j) * (qh[i] * kh[j]).sum().item<double>() / (den + VicinityAttentionImpl::kEps);
+        }
+        EXPECT_LE(test::max_rel_err(probes.get(Probe::attention)[b][n], A), 1e-10) << b << " " << n;
+      }
+    EXPECT_LE(test::max_rel_err(probes.get_internal("se_weight"), attn->se_fc->forward(tokens.mean(1))), 1e-12);
+  }
+}
+
+}  // namespace
+}  // namespace rala

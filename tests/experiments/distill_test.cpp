@@ -315,5 +315,32 @@ TEST(DistillCli, TrainedTeacherConvertsFineTunesAndPredicts) {
   }
 }
 
+TEST(Distill, ATimmDeitCheckpointKeepsItsDepth) {
+  // timm's DeiT reduced to 2 blocks (tests/data/make_timm_deit_golden.py): the student has the teacher's 2 blocks,
+  // both converted, every teacher weight kept, the feature maps new.
+  test::TempDir tmp;
+  DistillConfig c;
+  c.checkpoint = test::data_path("timm_deit_tiny_depth2.pth");
+  c.model = "deit_tiny";
+  c.data = "synthetic";
+  c.image_size = 64;  // a 4×4 patch grid: the position embedding resampled as timm does
+  c.train_limit = c.test_limit = 4;
+  c.batch_size = 4;
+  c.epochs = 1;
+  c.out = (tmp.path / "out").string();
+  c.quiet = true;
+  const DistillResult r = distill(c);
+  EXPECT_EQ(r.teacher_pattern, "S");
+  EXPECT_EQ(r.pattern, "H");
+  EXPECT_EQ(r.layers, (std::vector<std::string>{"0.0", "0.1"}));
+  const auto student = read_checkpoint(r.checkpoint).state;
+  const auto teacher = read_checkpoint(c.checkpoint).state;
+  EXPECT_FALSE(student.count("blocks.2.norm1.weight"));
+  for (const auto& [key, t] : teacher) {
+    ASSERT_TRUE(student.count(key)) << key;
+    EXPECT_TRUE(torch::equal(student.at(key), t)) << key;
+  }
+}
+
 }  // namespace
 }  // namespace rala

@@ -132,5 +132,51 @@ TEST(RankCommand, SpectraMethodIsAFlagAndRecordedPerProbe) {
   EXPECT_FALSE(fs::exists(tmp.path / "bad"));
 }
 
+TEST(RankCommand, TimmDeitCheckpointsInBothFormats) {
+  // timm's DeiT as timm saves it (.pth with 'model', model.safetensors), reduced to 2 blocks: the depth comes from the
+  // checkpoint, the keys match strictly, the attention maps are (1 + N)² with the cls token.
+  for (const char* file : {"timm_deit_tiny_depth2.pth", "timm_deit_tiny_depth2.safetensors"}) {
+    TempDir tmp;
+    int status = 0;
+    auto out = run(std::string(RALA_BINARY) + " rank --model deit_tiny --quiet --batch-size 2 --checkpoint " +
+                       test::data_path(file) + " --probes attention,output --data synthetic --num-images 2 --out " +
+                       tmp.path.string(),
+                   &status);
+    ASSERT_EQ(status, 0) << out;
+    h5::File f((tmp.path / "deit_tiny_S.h5").string(), h5::Mode::read);
+    for (const char* layer : {"/layers/0.0", "/layers/0.1"}) {
+      EXPECT_EQ(f.attr_int(layer, "tokens"), 197) << layer;
+      EXPECT_EQ(f.attr_int(layer, "prefix_tokens"), 1) << layer;
+      EXPECT_EQ(f.read(std::string(layer) + "/attention/rank").sizes(), (std::vector<int64_t>{2, 3})) << layer;
+    }
+    EXPECT_FALSE(f.exists("/layers/0.2"));
+    EXPECT_NE(f.attr_string("/", "weights").find(file), std::string::npos);
+  }
+  // A checkpoint that does not fit: one line, nothing written.
+  TempDir tmp;
+  int status = 0;
+  auto out = run(std::string(RALA_BINARY) + " rank --model deit_small --quiet --checkpoint " +
+                     test::data_path("timm_deit_tiny_depth2.pth") + " --data synthetic --num-images 1 --out " +
+                     tmp.path.string(),
+                 &status);
+  EXPECT_NE(status, 0);
+  EXPECT_NE(out.find("does not fit deit_small"), std::string::npos) << out;
+  EXPECT_NE(out.find("blocks.0.attn.qkv.weight: state [576, 192] vs module [1152, 384]"), std::string::npos) << out;
+  EXPECT_TRUE(fs::is_empty(tmp.path));
+}
+
+TEST(PredictCommand, TimmDeitGoldenLogits) {
+  TempDir tmp;
+  int status = 0;
+  const auto logits = (tmp.path / "logits.h5").string();
+  auto out = run(std::string(RALA_BINARY) + " predict --model deit_tiny --checkpoint " +
+                     test::data_path("timm_deit_tiny_depth2.safetensors") + " --input-h5 " +
+                     test::data_path("timm_deit_tiny_depth2.h5") + " --output-h5 " + logits,
+                 &status);
+  ASSERT_EQ(status, 0) << out;
+  auto ref = test::golden("timm_deit_tiny_depth2.h5", "logits");
+  EXPECT_LE(test::max_abs_err(h5::read_tensor(logits, "logits"), ref), 1e-4 * ref.abs().max().item<double>());
+}
+
 }  // namespace
 }  // namespace rala

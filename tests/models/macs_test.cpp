@@ -52,12 +52,12 @@ TEST(Macs, ConvFormulaByHand) {
 TEST(Macs, DeitTinyPlain) {
   Deit model(deit_tiny());
   auto m = count_macs(*model, 224, 224);
-  // timm DeiT-T: patch embed 196·192·768, per block 197·(4·192² + 8·192²) on 197 tokens minus the cls token's
-  // q/k/v/proj (the mixer runs on the 196 patches), head 192·1000.
+  // timm DeiT-T: patch embed 196·192·768, per block qkv and proj (4·192²) and the MLP (8·192²) on all 197 tokens, the
+  // cls token included, QKᵀ and AV over 197², head 192·1000.
   const int64_t C = 192, N = 196, T = 197;
-  const int64_t expected = N * C * 768 + 12 * (N * 4 * C * C + T * 8 * C * C) + C * 1000;
+  const int64_t expected = N * C * 768 + 12 * (T * 4 * C * C + T * 8 * C * C) + C * 1000;
   EXPECT_EQ(m.without_matmuls, expected);
-  EXPECT_EQ(m.with_matmuls - m.without_matmuls, 12 * 2 * N * N * C);
+  EXPECT_EQ(m.with_matmuls - m.without_matmuls, 12 * 2 * T * T * C);
   EXPECT_NEAR(m.with_matmuls / 1e9, 1.25, 0.05);  // DeiT-T is quoted at 1.1–1.3 GFLOPs (MACs)
 }
 
