@@ -172,4 +172,21 @@ torch::nn::Conv2d depthwise(int64_t channels, int64_t kernel) {
   return torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, channels, kernel).padding(kernel / 2).groups(channels));
 }
 
+const std::vector<int64_t>* find_state_entry(const StateShapes& shapes, const std::string& name, const char* variant) {
+  auto it = shapes.find(name);
+  if (it != shapes.end()) return &it->second;
+  const std::vector<int64_t>* found = nullptr;
+  std::string found_key;
+  const std::string suffix = "." + name;
+  for (const auto& entry : shapes) {
+    const auto& key = entry.first;
+    if (key.size() <= suffix.size() || key.compare(key.size() - suffix.size(), suffix.size(), suffix) != 0) continue;
+    TORCH_CHECK(found == nullptr, variant, ": the state dict has several '", name, "' entries (", found_key, ", ", key,
+                "); give one layer's entries");
+    found = &entry.second;
+    found_key = key;
+  }
+  return found;
+}
+
 }  // namespace rala

@@ -101,4 +101,8 @@ torch::nn::Conv2d conv1x1(int64_t in, int64_t out, bool bias = true);
 /// k×k depthwise convolution with padding k/2.
 torch::nn::Conv2d depthwise(int64_t channels, int64_t kernel);
 
+/// The entry `name` of a state dict's shapes: the exact key, else the one key ending in ".name" (a module prefix);
+/// null if none. Several candidates are an error naming `variant` and the keys.
+const std::vector<int64_t>* find_state_entry(const StateShapes& shapes, const std::string& name, const char* variant);
+
 }  // namespace rala

@@ -272,12 +272,22 @@ void affine_(torch::Tensor& x, const torch::Tensor& scale, const torch::Tensor& 
   kernels().affine(a);
 }
 
-std::pair<torch::Tensor, torch::Tensor> batch_norm_affine(const torch::nn::BatchNorm2dImpl& bn) {
+namespace {
+template <typename BN>
+std::pair<torch::Tensor, torch::Tensor> batch_norm_affine_of(const BN& bn) {
   const auto f = torch::kFloat32;
   auto invstd = 1.0 / torch::sqrt(bn.running_var.to(f) + bn.options.eps());
   auto scale = bn.options.affine() ? invstd * bn.weight.to(f) : invstd;
   auto shift = bn.options.affine() ? bn.bias.to(f) - bn.running_mean.to(f) * scale : -bn.running_mean.to(f) * scale;
   return {scale.contiguous(), shift.contiguous()};
+}
+}  // namespace
+
+std::pair<torch::Tensor, torch::Tensor> batch_norm_affine(const torch::nn::BatchNorm2dImpl& bn) {
+  return batch_norm_affine_of(bn);
+}
+std::pair<torch::Tensor, torch::Tensor> batch_norm_affine(const rala::BatchNorm2dImpl& bn) {
+  return batch_norm_affine_of(bn);
 }
 
 namespace {

@@ -24,6 +24,7 @@
 /// Usage:
 ///   if (rala::fused::applies({x, w, b})) y = rala::fused::layer_norm_channels_last(x, w, b, 1e-6);
 
+#include "attention_variants/batch_norm.h"
 #include <torch/torch.h>
 
 #include <initializer_list>
@@ -68,6 +69,7 @@ torch::Tensor gelu_dwconv_residual(const torch::Tensor& x, const torch::Tensor& 
 void affine_(torch::Tensor& x, const torch::Tensor& scale, const torch::Tensor& shift, bool gelu);
 /// Eval BatchNorm as (scale, shift) in float32, LibTorch's formula: scale = w / √(var + ε), shift = b − mean·scale.
 std::pair<torch::Tensor, torch::Tensor> batch_norm_affine(const torch::nn::BatchNorm2dImpl& bn);
+std::pair<torch::Tensor, torch::Tensor> batch_norm_affine(const rala::BatchNorm2dImpl& bn);  ///< the synchronised one
 
 /// What rala_attention returns; probes are computed only when asked.
 struct RalaResult {

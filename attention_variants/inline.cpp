@@ -38,23 +38,6 @@ InlineAttentionImpl::InlineAttentionImpl(AttentionOptions options)
 }
 
 namespace {
-/// The entry `name` of a state dict: the exact key, else the one key ending in ".name" (a module prefix); null if none.
-const std::vector<int64_t>* find_state_entry(const StateShapes& shapes, const std::string& name) {
-  auto it = shapes.find(name);
-  if (it != shapes.end()) return &it->second;
-  const std::vector<int64_t>* found = nullptr;
-  std::string found_key;
-  const std::string suffix = "." + name;
-  for (const auto& entry : shapes) {
-    const auto& key = entry.first;
-    if (key.size() <= suffix.size() || key.compare(key.size() - suffix.size(), suffix.size(), suffix) != 0) continue;
-    TORCH_CHECK(found == nullptr, "inline: the state dict has several '", name, "' entries (", found_key, ", ", key,
-                "); give one layer's entries");
-    found = &entry.second;
-    found_key = key;
-  }
-  return found;
-}
 
 /// φ of the Swin copy (models/inline_swin.py): identity, ReLU, LeakyReLU (slope 0.01), exp(0.2·x).
 torch::Tensor kernel(const torch::Tensor& x, const std::string& name) {
@@ -66,8 +49,8 @@ torch::Tensor kernel(const torch::Tensor& x, const std::string& name) {
 }  // namespace
 
 std::vector<SettingPair> InlineAttentionImpl::settings_from_state_shapes(const StateShapes& shapes) {
-  const auto* w0 = find_state_entry(shapes, "residual.0.weight");
-  const auto* w2 = find_state_entry(shapes, "residual.2.weight");
+  const auto* w0 = find_state_entry(shapes, "residual.0.weight", "inline");
+  const auto* w2 = find_state_entry(shapes, "residual.2.weight", "inline");
   if (w0 == nullptr || w2 == nullptr) return {{"residual", "0"}};
   TORCH_CHECK(w0->size() == 3 && w2->size() == 3 && (*w0)[0] > 0 && (*w2)[0] % (*w0)[0] == 0,
               "inline: residual.0.weight / residual.2.weight must be (C, C/h, 1) / (k²C, C/h, 1), got ",

@@ -42,29 +42,10 @@ PolaAttentionImpl::PolaAttentionImpl(AttentionOptions options)
     positional_encoding = register_parameter("positional_encoding", torch::zeros({1, pe_height_ * pe_width_, C}));
 }
 
-namespace {
-/// The entry `name` of a state dict: the exact key, else the one key ending in ".name" (a module prefix); null if none.
-const std::vector<int64_t>* find_state_entry(const StateShapes& shapes, const std::string& name) {
-  auto it = shapes.find(name);
-  if (it != shapes.end()) return &it->second;
-  const std::vector<int64_t>* found = nullptr;
-  std::string found_key;
-  const std::string suffix = "." + name;
-  for (const auto& entry : shapes) {
-    const auto& key = entry.first;
-    if (key.size() <= suffix.size() || key.compare(key.size() - suffix.size(), suffix.size(), suffix) != 0) continue;
-    TORCH_CHECK(found == nullptr, "pola: the state dict has several '", name, "' entries (", found_key, ", ", key,
-                "); give one layer's entries");
-    found = &entry.second;
-    found_key = key;
-  }
-  return found;
-}
-}  // namespace
 
 std::vector<SettingPair> PolaAttentionImpl::settings_from_state_shapes(const StateShapes& shapes) {
   std::vector<SettingPair> out;
-  if (const auto* pe = find_state_entry(shapes, "positional_encoding")) {
+  if (const auto* pe = find_state_entry(shapes, "positional_encoding", "pola")) {
     TORCH_CHECK(pe->size() == 3 && (*pe)[0] == 1 && (*pe)[1] > 0,
                 "pola: positional_encoding must be (1, N, C), got ", c10::IntArrayRef(*pe));
     const int64_t n = (*pe)[1];
@@ -80,7 +61,7 @@ std::vector<SettingPair> PolaAttentionImpl::settings_from_state_shapes(const Sta
     out.emplace_back("pe_height", "0");
     out.emplace_back("pe_width", "0");
   }
-  if (const auto* w = find_state_entry(shapes, "dwc.weight")) {
+  if (const auto* w = find_state_entry(shapes, "dwc.weight", "pola")) {
     TORCH_CHECK(w->size() == 4 && (*w)[2] == (*w)[3], "pola: dwc.weight must be (d, 1, k, k), got ",
                 c10::IntArrayRef(*w));
     out.emplace_back("dwc_kernel", std::to_string((*w)[2]));

@@ -103,7 +103,7 @@ torch::Tensor run_stem(torch::nn::Sequential& seq, const torch::Tensor& input) {
   torch::Tensor x = input;
   const size_t n = seq->size();
   for (size_t i = 0; i < n; ++i) {
-    auto* bn = seq->ptr(i)->as<torch::nn::BatchNorm2d>();
+    auto* bn = seq->ptr(i)->as<BatchNorm2d>();  // rala::BatchNorm2d (synchronised under a process group)
     const bool after_conv = i > 0 && seq->ptr(i - 1)->as<torch::nn::Conv2d>() != nullptr;
     if (bn != nullptr && after_conv && !bn->is_training() && fused::channels_last(x) &&
         fused::applies({x, bn->weight, bn->bias, bn->running_mean, bn->running_var})) {

@@ -417,7 +417,7 @@ TEST(AgentDeitGolden, TheClsTokenEntersAsTheOfficialDeitPort) {
   ProbeCollector probes({Probe::attention, Probe::output});
   ctx.probes = &probes;
   torch::NoGradGuard no_grad;
-  expect_golden("DeiT port output", attn->forward_tokens(tokens, ctx), golden(file, "output"));
+  test::expect_golden("DeiT port output", attn->forward_tokens(tokens, ctx), golden(file, "output"));
   // The implied (1 + N)² map reproduces the per-head output: A·v = output.
   auto v = attn->qkv->forward(tokens).narrow(2, 128, 64).reshape({2, 65, 2, 32}).transpose(1, 2);
   EXPECT_LE(test::max_rel_err(torch::matmul(probes.get(Probe::attention), v), probes.get(Probe::output)), 1e-5);

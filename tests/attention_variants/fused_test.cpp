@@ -25,17 +25,6 @@ namespace {
 
 namespace F = torch::nn::functional;
 
-std::string message_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "<no exception>";
-}
-
 /// Selects a kernel build for the scope of a test.
 struct CapabilityScope {
   explicit CapabilityScope(const std::string& name) : saved(fused::capability()) { fused::set_capability(name); }
@@ -439,20 +428,20 @@ TEST(FusedDispatch, CapabilitiesAndBadInput) {
   const auto caps = fused::available_capabilities();
   ASSERT_FALSE(caps.empty());
   EXPECT_EQ(caps.front(), "DEFAULT");
-  EXPECT_NE(message_of([] { fused::set_capability("sse9"); }).find("CPU capability 'sse9' is not available here"),
+  EXPECT_NE(test::error_message([] { fused::set_capability("sse9"); }).find("CPU capability 'sse9' is not available here"),
             std::string::npos);
   torch::NoGradGuard no_grad;
   auto nchw = torch::ones({1, 8, 3, 3});
-  EXPECT_NE(message_of([&] { fused::layer_norm_channels_last(nchw, {}, {}, 1e-6); }).find("must be channels-last"),
+  EXPECT_NE(test::error_message([&] { fused::layer_norm_channels_last(nchw, {}, {}, 1e-6); }).find("must be channels-last"),
             std::string::npos);
   auto x = cl(torch::ones({1, 8, 3, 3}));
-  EXPECT_NE(message_of([&] { fused::layer_norm_channels_last(x, torch::ones({7}), {}, 1e-6); })
+  EXPECT_NE(test::error_message([&] { fused::layer_norm_channels_last(x, torch::ones({7}), {}, 1e-6); })
                 .find("weight must have 8 elements, got 7"),
             std::string::npos);
-  EXPECT_NE(message_of([&] { fused::gelu_dwconv_residual(x, torch::ones({8, 1, 2, 2}), {}); })
+  EXPECT_NE(test::error_message([&] { fused::gelu_dwconv_residual(x, torch::ones({8, 1, 2, 2}), {}); })
                 .find("depthwise weight must be (C, 1, k, k) with odd k"),
             std::string::npos);
-  EXPECT_NE(message_of([&] {
+  EXPECT_NE(test::error_message([&] {
               fused::rala_attention(cl(torch::ones({1, 30, 3, 3})), 8, 2, fused::RalaSwitches{}, {}, {}, {}, {}, 1e-6);
             }).find("the projection has 30 channels, expected 32"),
             std::string::npos);

@@ -12,15 +12,6 @@
 namespace rala {
 namespace {
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  }
-  return "<no exception>";
-}
-
 constexpr int64_t kC = 32, kHeads = 2, kH = 3, kW = 4, kN = kH * kW;
 
 std::shared_ptr<AttentionBase> make_layer(Variant v, int64_t prefix, bool vit, const std::vector<SettingPair>& s = {}) {
@@ -83,7 +74,7 @@ TEST_P(EveryVariantWithPrefix, EveryParameterGetsAGradient) {
 TEST_P(EveryVariantWithPrefix, WrongPrefixCountsAreNamed) {
   auto attn = make_layer(GetParam(), 1, true);
   auto name = std::string(variant_info(GetParam()).name);
-  EXPECT_NE(error_of([&] { attn->forward_tokens(torch::randn({1, kN, kC}, torch::kFloat64), grid_context(kH, kW)); })
+  EXPECT_NE(test::error_message([&] { attn->forward_tokens(torch::randn({1, kN, kC}, torch::kFloat64), grid_context(kH, kW)); })
                 .find(name + ": tokens must be 1 prefix + 3x4 grid = 13, got 12"),
             std::string::npos);
   // A grid-only call (forward on the map) still works with the layer built for a prefix token: no prefix, no output.
@@ -96,7 +87,7 @@ TEST_P(EveryVariantWithPrefix, WrongPrefixCountsAreNamed) {
   torch::Tensor out;
   ctx.prefix = torch::randn({1, 1, kC}, torch::kFloat64);
   ctx.prefix_output = &out;
-  EXPECT_NE(error_of([&] { plain->forward(x, ctx); }).find("the call has 1 prefix tokens, the layer was built for 0"),
+  EXPECT_NE(test::error_message([&] { plain->forward(x, ctx); }).find("the call has 1 prefix tokens, the layer was built for 0"),
             std::string::npos);
 }
 

@@ -18,15 +18,6 @@ namespace {
 
 constexpr const char* kGolden = "timm_deit_tiny_depth2.h5";
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  }
-  return "<no exception>";
-}
-
 /// The golden's configuration: deit_tiny widths, depth 2, 10 classes.
 Deit golden_model() {
   Deit model(deit_tiny().depth(2).num_classes(10));
@@ -86,7 +77,7 @@ TEST(Deit, PositionEmbeddingResamplesAsTimm) {
                               F::InterpolateFuncOptions().size(std::vector<int64_t>{10, 16}).mode(torch::kBicubic)
                                   .align_corners(false));
   EXPECT_GT(test::max_abs_err(plain.permute({0, 2, 3, 1}).reshape({1, 160, 192}), ref.narrow(1, 1, 160)), 1e-3);
-  EXPECT_NE(error_of([&] { resample_abs_pos_embed(model->pos_embed, 10, 16, 13, 14); }).find("must be (1, 1 + 13x14"),
+  EXPECT_NE(test::error_message([&] { resample_abs_pos_embed(model->pos_embed, 10, 16, 13, 14); }).find("must be (1, 1 + 13x14"),
             std::string::npos);
 }
 
@@ -136,7 +127,7 @@ TEST(Deit, CheckpointRejectionsAreOneLine) {
   auto good = read_checkpoint(test::data_path("timm_deit_tiny_depth2.safetensors")).state;
   auto expect_error = [&](StateDict state, const std::string& text) {
     auto model = golden_model();
-    auto msg = error_of([&] { load_state_dict(*model, state); });
+    auto msg = test::error_message([&] { load_state_dict(*model, state); });
     EXPECT_NE(msg.find(text), std::string::npos) << msg;
     EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
   };
@@ -156,7 +147,7 @@ TEST(Deit, CheckpointRejectionsAreOneLine) {
   auto gap = good;
   for (auto it = gap.begin(); it != gap.end();)
     it = it->first.rfind("blocks.0.", 0) == 0 ? gap.erase(it) : std::next(it);
-  EXPECT_NE(error_of([&] { deit_depth_of(gap, "x.pth"); }).find("'x.pth': DeiT blocks must be numbered 0 to n-1"),
+  EXPECT_NE(test::error_message([&] { deit_depth_of(gap, "x.pth"); }).find("'x.pth': DeiT blocks must be numbered 0 to n-1"),
             std::string::npos);
 }
 
@@ -172,11 +163,11 @@ TEST(Deit, LoadModelTakesTheDepthFromTheCheckpoint) {
   EXPECT_LE(test::max_abs_err(loaded.model->forward(test::golden(kGolden, "input")), ref),
             1e-4 * ref.abs().max().item<double>());
   flags.depth = 3;
-  EXPECT_NE(error_of([&] { load_model(flags); }).find("has 2 DeiT blocks, --depth asks for 3"), std::string::npos);
+  EXPECT_NE(test::error_message([&] { load_model(flags); }).find("has 2 DeiT blocks, --depth asks for 3"), std::string::npos);
   flags.depth = 0;
   flags.model = "deit_small";  // 384 wide: the width-bound entries are named with both shapes (the first 20 of the
                                // 31, then the count), on one line
-  auto msg = error_of([&] { load_model(flags); });
+  auto msg = test::error_message([&] { load_model(flags); });
   EXPECT_NE(msg.find("does not fit deit_small"), std::string::npos) << msg;
   EXPECT_NE(msg.find("blocks.0.attn.qkv.weight: state [576, 192] vs module [1152, 384]"), std::string::npos) << msg;
   EXPECT_NE(msg.find("(31 in all)"), std::string::npos) << msg;
@@ -203,11 +194,11 @@ TEST(Deit, EveryVariantTakesTheClsTokenOnSquareAndOtherSizes) {
 
 TEST(Deit, BadInputIsNamed) {
   Deit model(deit_tiny().depth(1));
-  EXPECT_NE(error_of([&] { model->forward(torch::randn({1, 3, 100, 224})); })
+  EXPECT_NE(test::error_message([&] { model->forward(torch::randn({1, 3, 100, 224})); })
                 .find("100x224 must be a positive multiple of the patch size (16)"),
             std::string::npos);
   EXPECT_THROW(Deit(deit_tiny().attn_pattern("RS")), c10::Error);
-  EXPECT_NE(error_of([] { AnyModel("ravlt_micro", "", {}, -1, -1, 2); }).find("applies to the DeiT presets only"),
+  EXPECT_NE(test::error_message([] { AnyModel("ravlt_micro", "", {}, -1, -1, 2); }).find("applies to the DeiT presets only"),
             std::string::npos);
 }
 
