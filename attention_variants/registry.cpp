@@ -1,4 +1,5 @@
 #include "attention_variants/registry.h"
+#include "attention_variants/text.h"
 
 #include <algorithm>
 #include <cctype>
@@ -63,7 +64,7 @@ std::string trim(const std::string& s) {
 
 Variant variant_from_name(const std::string& name) {
   Variant v;
-  TORCH_CHECK(find_variant(name, &v), "unknown attention variant '", name, "' (expected one of: ", known_variants(),
+  TORCH_CHECK(find_variant(name, &v), "unknown attention variant '", one_line(name), "' (expected one of: ", known_variants(),
               ")");
   return v;
 }
@@ -71,7 +72,7 @@ Variant variant_from_name(const std::string& name) {
 Variant variant_from_letter(char letter) {
   for (const auto& info : kVariants)
     if (std::toupper(static_cast<unsigned char>(letter)) == info.letter) return info.variant;
-  TORCH_CHECK(false, "unknown attention pattern letter '", std::string(1, letter), "' (expected one of: ",
+  TORCH_CHECK(false, "unknown attention pattern letter '", one_line(std::string(1, letter)), "' (expected one of: ",
               known_variants(), ")");
 }
 
@@ -83,9 +84,9 @@ std::vector<Variant> parse_pattern(const std::string& pattern, size_t stages) {
     while (true) {
       const auto comma = pattern.find(',', start);
       const auto entry = trim(pattern.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
-      TORCH_CHECK(!entry.empty(), "attention pattern '", pattern, "' has an empty entry");
+      TORCH_CHECK(!entry.empty(), "attention pattern '", one_line(pattern), "' has an empty entry");
       Variant v;
-      TORCH_CHECK(find_variant(entry, &v), "attention pattern '", pattern, "': unknown variant '", entry,
+      TORCH_CHECK(find_variant(entry, &v), "attention pattern '", one_line(pattern), "': unknown variant '", one_line(entry),
                   "' (expected one of: ", known_variants(), ")");
       out.push_back(v);
       if (comma == std::string::npos) break;
@@ -96,7 +97,7 @@ std::vector<Variant> parse_pattern(const std::string& pattern, size_t stages) {
   } else {
     for (char c : pattern) out.push_back(variant_from_letter(c));
   }
-  TORCH_CHECK(out.size() == stages, "attention pattern '", pattern, "' has ", out.size(), " entries, the model has ",
+  TORCH_CHECK(out.size() == stages, "attention pattern '", one_line(pattern), "' has ", out.size(), " entries, the model has ",
               stages, " stages");
   return out;
 }
@@ -222,12 +223,12 @@ ScopedSetting parse_scoped(const std::string& text) {
     s.key = pair.first;
   } else {
     const auto scope = pair.first.substr(0, dot);
-    TORCH_CHECK(find_variant(scope, &s.scope), "attention setting '", text, "': unknown variant '", scope,
+    TORCH_CHECK(find_variant(scope, &s.scope), "attention setting '", one_line(text), "': unknown variant '", one_line(scope),
                 "' before the '.' (expected one of: ", known_variants(), ")");
     s.scoped = true;
     s.key = pair.first.substr(dot + 1);
   }
-  TORCH_CHECK(!s.key.empty(), "attention setting '", text, "' has no key");
+  TORCH_CHECK(!s.key.empty(), "attention setting '", one_line(text), "' has no key");
   return s;
 }
 
@@ -257,17 +258,17 @@ std::vector<std::vector<SettingPair>> distribute_settings(const std::vector<Vari
     if (s.scoped) {
       const bool in_pattern = std::find(stages.begin(), stages.end(), s.scope) != stages.end();
       const char* name = variant_info(s.scope).name;
-      TORCH_CHECK(in_pattern, "attention setting '", s.text, "': the pattern '", pattern_letters(stages),
+      TORCH_CHECK(in_pattern, "attention setting '", one_line(s.text), "': the pattern '", pattern_letters(stages),
                   "' has no ", name, " layer");
-      TORCH_CHECK(false, "unknown setting '", s.key, "' for attention variant ", name, " (", name,
+      TORCH_CHECK(false, "unknown setting '", one_line(s.key), "' for attention variant ", name, " (", name,
                   " has: ", schema_keys(settings_schema(s.scope)), ")");
     }
     std::string having;
     for (const auto& info : kVariants)
       if (variant_has(info.variant, s.key)) having += (having.empty() ? "" : ", ") + std::string(info.name);
-    TORCH_CHECK(!having.empty(), "unknown attention setting '", s.key, "' (no variant has it; see `rala info` for "
+    TORCH_CHECK(!having.empty(), "unknown attention setting '", one_line(s.key), "' (no variant has it; see `rala info` for "
                 "every variant's settings)");
-    TORCH_CHECK(false, "attention setting '", s.text, "' applies to no layer of pattern '", pattern_letters(stages),
+    TORCH_CHECK(false, "attention setting '", one_line(s.text), "' applies to no layer of pattern '", pattern_letters(stages),
                 "': '", s.key, "' is a setting of ", having);
   };
   for (const auto& d : harness_defaults) deliver(parse_scoped(d), true);

@@ -1,4 +1,5 @@
 #include "attention_variants/settings.h"
+#include "attention_variants/text.h"
 
 #include <c10/util/Exception.h>
 
@@ -118,7 +119,7 @@ SettingSpec choice_setting(std::string key, std::string default_value, std::vect
 
 SettingPair split_setting(const std::string& text) {
   const auto eq = text.find('=');
-  TORCH_CHECK(eq != std::string::npos && eq > 0, "attention setting '", text, "' must have the form key=value");
+  TORCH_CHECK(eq != std::string::npos && eq > 0, "attention setting '", one_line(text), "' must have the form key=value");
   return {text.substr(0, eq), text.substr(eq + 1)};
 }
 
@@ -142,12 +143,12 @@ bool Settings::has(const std::string& key) const {
 void Settings::set(const std::string& key, const std::string& value) {
   size_t i = 0;
   while (i < schema_->size() && (*schema_)[i].key != key) ++i;
-  TORCH_CHECK(i < schema_->size(), "unknown setting '", key, "' for attention variant ", variant_, " (", variant_,
+  TORCH_CHECK(i < schema_->size(), "unknown setting '", one_line(key), "' for attention variant ", variant_, " (", variant_,
               " has: ", schema_keys(*schema_), ")");
   const auto& spec = (*schema_)[i];
   auto bad = [&] {
-    TORCH_CHECK(false, "setting '", key, "' of attention variant ", variant_, " expects ", spec.accepted(), ", got '",
-                value, "'");
+    TORCH_CHECK(false, "setting '", one_line(key), "' of attention variant ", variant_, " expects ", spec.accepted(),
+                ", got '", one_line(value), "'");
   };
   switch (spec.kind) {
     case SettingSpec::Kind::flag: {

@@ -11,6 +11,7 @@
 
 #include "analysis/probe_recorder.h"
 #include "attention_variants/registry.h"
+#include "attention_variants/text.h"
 #include "models/presets.h"
 
 namespace rala {
@@ -28,7 +29,9 @@ struct Where {
   [[noreturn]] void fail(const YAML::Node& at, const std::string& key, const std::string& message) const {
     const auto mark = at.Mark();
     const std::string line = mark.line >= 0 ? std::to_string(mark.line + 1) : "?";
-    TORCH_CHECK(false, file, ":", line, ": ", key.empty() ? std::string() : "key '" + key + "': ", message);
+    // Keys, names and values come from the file: control characters in them are escaped (one line, always).
+    TORCH_CHECK(false, one_line(file), ":", line, ": ", key.empty() ? std::string() : "key '" + one_line(key) + "': ",
+                one_line(message));
   }
 };
 
@@ -162,7 +165,7 @@ AblationGrid parse_grid(const std::string& text, const std::string& file) {
   try {
     loaded = YAML::Load(text);
   } catch (const YAML::Exception& e) {
-    TORCH_CHECK(false, file, ":", e.mark.line + 1, ": not valid YAML: ", e.msg);
+    TORCH_CHECK(false, file, ":", e.mark.line + 1, ": not valid YAML: ", one_line(e.msg));
   }
   const YAML::Node root = loaded;  // const: looking up a missing key never inserts it
   if (!root.IsMap()) w.fail(root, "", "a grid is a mapping of keys (name, model, data, train, configs, …), got " + kind_of(root));
@@ -246,7 +249,7 @@ AblationGrid parse_grid(const std::string& text, const std::string& file) {
     try {  // validates the pattern and the settings against the model's stages, without building the model
       AnyModel::check_pattern_and_settings(g.train.model, c.pattern, c.settings);
     } catch (const c10::Error& e) {
-      w.fail(at, "", "configuration '" + c.name + "': " + e.what_without_backtrace());
+      w.fail(at, "", "configuration '" + one_line(c.name) + "': " + e.what_without_backtrace());
     }
     where[c.name] = at;
     g.configs.push_back(std::move(c));

@@ -123,6 +123,22 @@ TEST(Grid, EveryMistakeIsOneLineWithFileLineAndKey) {
       {head + "configs: [{pattern: RRSS}\n", "g.yaml:3: not valid YAML"},
       {"- a\n- b\n", "g.yaml:1: a grid is a mapping of keys"},
   };
+  // Found by fuzz/grid_fuzz.cpp: yaml-cpp quotes the offending character raw, and a pattern letter may be a control
+  // character; both used to break the message over lines. Control characters are now escaped (\r, \xNN).
+  std::ifstream found(std::string(RALA_TEST_DATA) + "/fuzz/grid/yaml_error_quotes_control_chars.yaml", std::ios::binary);
+  ASSERT_TRUE(found.good());
+  const std::string found_text((std::istreambuf_iterator<char>(found)), std::istreambuf_iterator<char>());
+  const std::vector<Case> found_cases = {
+      {found_text, "g.yaml:21: not valid YAML"},
+      {head + "configs:\n  - {pattern: \"H\\rSS\"}\n", "unknown attention pattern letter '\\r'"},
+      {head + "configs:\n  - {pattern: \"D\\r,T,Vn,S\"}\n", "attention pattern 'D\\r,T,Vn,S': unknown variant 'Vn'"},
+      {head + "configs:\n  - {pattern: RRSS, settings: [\"al\\npha=0\"]}\n", "unknown attention setting 'al\\npha'"},
+  };
+  for (const auto& c : found_cases) {
+    auto msg = test::error_message([&] { parse_grid(c.text, "g.yaml"); });
+    EXPECT_NE(msg.find(c.expected), std::string::npos) << "expected: " << c.expected << "\ngot: " << msg;
+    EXPECT_EQ(msg.find_first_of("\n\r\v\f"), std::string::npos) << msg;
+  }
   for (const auto& c : cases) {
     auto msg = test::error_message([&] { parse_grid(c.text, "g.yaml"); });
     EXPECT_NE(msg.find(c.expected), std::string::npos) << "grid:\n" << c.text << "expected: " << c.expected << "\ngot: " << msg;
