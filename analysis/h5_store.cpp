@@ -325,6 +325,17 @@ H5::DataSet open_dataset(H5::H5File& file, const std::string& norm, const std::s
   return file.openDataSet(norm);
 }
 
+/// The tensor dtype of a dataset being read, or a one-line error naming what it holds instead.
+torch::ScalarType tensor_dtype(const H5::DataSet& ds, const std::string& norm, const std::string& path) {
+  const H5::DataType type = ds.getDataType();
+  const auto dtype = dtype_of(type);
+  if (!dtype) {
+    fail("cannot read " + in_file(norm, path) + " as a tensor: it is " + describe(type) + "; expected " +
+         kSupportedList);
+  }
+  return *dtype;
+}
+
 /// A group or dataset opened by path, usable through its H5Object base (whose destructor is protected).
 struct ObjectRef {
   H5::Group group;
@@ -504,18 +515,13 @@ torch::Tensor File::read(const std::string& dataset_path) const {
   const std::string norm = dataset_path_checked(dataset_path, path_);
   return translate("cannot read " + in_file(norm, path_), [&] {
     H5::DataSet ds = open_dataset(f, norm, path_);
-    const H5::DataType type = ds.getDataType();
-    const auto dtype = dtype_of(type);
-    if (!dtype) {
-      fail("cannot read " + in_file(norm, path_) + " as a tensor: it is " + describe(type) + "; expected " +
-           kSupportedList);
-    }
+    const auto dtype = tensor_dtype(ds, norm, path_);
     const H5::DataSpace space = ds.getSpace();
     if (space.getSimpleExtentType() == H5S_NULL) fail("cannot read " + in_file(norm, path_) + ": it has no data");
     const std::vector<hsize_t> dims = extent(space);
     const std::vector<int64_t> sizes(dims.begin(), dims.end());
-    torch::Tensor out = torch::empty(sizes, torch::TensorOptions().dtype(*dtype));
-    if (out.numel() > 0) ds.read(out.data_ptr(), *type_map(*dtype).mem_type);
+    torch::Tensor out = torch::empty(sizes, torch::TensorOptions().dtype(dtype));
+    if (out.numel() > 0) ds.read(out.data_ptr(), *type_map(dtype).mem_type);
     return out;
   });
 }
@@ -525,12 +531,7 @@ torch::Tensor File::read_rows(const std::string& dataset_path, int64_t start, in
   const std::string norm = dataset_path_checked(dataset_path, path_);
   return translate("cannot read rows of " + in_file(norm, path_), [&] {
     H5::DataSet ds = open_dataset(f, norm, path_);
-    const H5::DataType type = ds.getDataType();
-    const auto dtype = dtype_of(type);
-    if (!dtype) {
-      fail("cannot read " + in_file(norm, path_) + " as a tensor: it is " + describe(type) + "; expected " +
-           kSupportedList);
-    }
+    const auto dtype = tensor_dtype(ds, norm, path_);
     H5::DataSpace space = ds.getSpace();
     const std::vector<hsize_t> dims = extent(space);
     if (dims.empty()) fail("cannot read rows of " + in_file(norm, path_) + ": it is a scalar dataset");
@@ -540,14 +541,14 @@ torch::Tensor File::read_rows(const std::string& dataset_path, int64_t start, in
     }
     std::vector<int64_t> sizes(dims.begin(), dims.end());
     sizes[0] = count;
-    torch::Tensor out = torch::empty(sizes, torch::TensorOptions().dtype(*dtype));
+    torch::Tensor out = torch::empty(sizes, torch::TensorOptions().dtype(dtype));
     if (out.numel() == 0) return out;
     std::vector<hsize_t> offset(dims.size(), 0), shape = dims;
     offset[0] = static_cast<hsize_t>(start);
     shape[0] = static_cast<hsize_t>(count);
     space.selectHyperslab(H5S_SELECT_SET, shape.data(), offset.data());
     const H5::DataSpace mem(static_cast<int>(shape.size()), shape.data());
-    ds.read(out.data_ptr(), *type_map(*dtype).mem_type, mem, space);
+    ds.read(out.data_ptr(), *type_map(dtype).mem_type, mem, space);
     return out;
   });
 }
