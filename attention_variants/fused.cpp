@@ -1,6 +1,7 @@
 #include "attention_variants/fused.h"
 
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <ATen/record_function.h>
 
 #include <algorithm>
@@ -443,10 +444,29 @@ torch::Tensor softmax_attention(const torch::Tensor& all, int64_t channels, int6
   ra.scale = 1.0f;
   ra.dst = k.data_ptr();
   kernels().rope_scale(ra);
-  auto attn = torch::softmax(torch::matmul(q, k.transpose(-2, -1)), -1);  // (B, h, N, N)
   const auto tokens = token_rows(all);
   auto vv = tokens.narrow(2, 2 * v.C, v.C).unflatten(2, {v.heads, d}).transpose(1, 2);  // (B, h, N, d) view
-  auto res = torch::matmul(attn, vv).contiguous();
+  // Per (image, head), in parallel: S = q kᵀ, A = softmax(S), A·v — the same GEMM and softmax calls LibTorch's bmm
+  // and softmax make (bmm runs its batch serially, and OpenBLAS is single-threaded inside LibTorch's threads), with the
+  // N×N map of a task still in cache for the second product.
+  const int64_t BH = v.B * v.heads;
+  auto res = torch::empty({v.B, v.heads, N, d}, all.options());
+  torch::Tensor attn = attention != nullptr ? torch::empty({v.B, v.heads, N, N}, all.options()) : torch::Tensor();
+  const auto q3 = q.view({BH, N, d}), k3 = k.view({BH, N, d}), r3 = res.view({BH, N, d});
+  const auto a3 = attn.defined() ? attn.view({BH, N, N}) : torch::Tensor();
+  const at::ThreadLocalState tls;  // inference mode / grad mode of the caller, for the ATen calls in the workers
+  at::parallel_for(0, BH, 1, [&](int64_t i0, int64_t i1) {
+    const at::ThreadLocalStateGuard tls_guard(tls);
+    auto s = torch::empty({N, N}, all.options());
+    auto p = a3.defined() ? torch::Tensor() : torch::empty({N, N}, all.options());
+    for (int64_t i = i0; i < i1; ++i) {
+      at::mm_out(s, q3.select(0, i), k3.select(0, i).t());
+      auto pi = a3.defined() ? a3.select(0, i) : p;
+      at::_softmax_out(pi, s, 1, false);
+      auto ri = r3.select(0, i);
+      at::mm_out(ri, pi, vv.select(0, i / v.heads).select(0, i % v.heads));
+    }
+  });
   const auto lw = dense(lepe_w, all), lb = dense(lepe_b, all);
   auto y = torch::empty({v.B, v.C, v.H, v.W}, all.options().memory_format(torch::MemoryFormat::ChannelsLast));
   detail::GateArgs ga{dtype_of(all), v.B, v.H, v.W, v.C, v.heads, d, v.ld, all.data_ptr(), gated, lw.defined(),
