@@ -1,4 +1,5 @@
 #include "analysis/h5_store.h"
+#include "analysis/h5_vlen_check.h"
 
 #include <cstdio>
 
@@ -336,6 +337,26 @@ torch::ScalarType tensor_dtype(const H5::DataSet& ds, const std::string& norm, c
   return *dtype;
 }
 
+/// Where a file's HDF5 addresses start (the user block's size) and its address and length widths (superblock).
+struct FileLayout {
+  uint64_t base = 0;
+  unsigned osz = 8, lsz = 8;
+};
+FileLayout file_layout(H5::H5File& f) {
+  FileLayout l;
+  const hid_t fcpl = H5Fget_create_plist(f.getId());
+  if (fcpl < 0) return l;
+  hsize_t userblock = 0;
+  size_t osz = 8, lsz = 8;
+  if (H5Pget_userblock(fcpl, &userblock) >= 0) l.base = userblock;
+  if (H5Pget_sizes(fcpl, &osz, &lsz) >= 0) {
+    l.osz = static_cast<unsigned>(osz);
+    l.lsz = static_cast<unsigned>(lsz);
+  }
+  H5Pclose(fcpl);
+  return l;
+}
+
 /// A group or dataset opened by path, usable through its H5Object base (whose destructor is protected).
 struct ObjectRef {
   H5::Group group;
@@ -630,11 +651,22 @@ std::vector<std::string> File::read_strings(const std::string& dataset_path) con
     const H5::DataSpace space = ds.getSpace();
     const size_t n = static_cast<size_t>(space.getSimpleExtentNpoints());
     std::vector<std::string> out;
-    out.reserve(n);
     if (n == 0) return out;
     if (file_type.isVariableStr()) {
+      // As for attributes (attr_string): the lengths and heap objects checked in the file's bytes before libhdf5
+      // allocates and reads them — for contiguous data, the layout rala writes.
+      const hid_t dcpl = H5Dget_create_plist(ds.getId());
+      const bool contiguous = dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CONTIGUOUS;
+      if (dcpl >= 0) H5Pclose(dcpl);
+      const haddr_t offset = contiguous ? H5Dget_offset(ds.getId()) : HADDR_UNDEF;
+      if (offset != HADDR_UNDEF) {
+        const FileLayout l = file_layout(f);
+        const std::string why = detail::vlen_dataset_problem(path_, l.base, offset, n, l.osz, l.lsz);
+        if (!why.empty()) fail(in_file(norm, path_) + " holds corrupted variable-length strings: " + why);
+      }
       H5::StrType mem(H5::PredType::C_S1, H5T_VARIABLE);
       mem.setCset(file_type.getCset());
+      out.reserve(n);
       std::vector<char*> buf(n, nullptr);
       ds.read(buf.data(), mem);
       for (char* s : buf) out.emplace_back(s ? s : "");
@@ -841,6 +873,14 @@ std::string File::attr_string(const std::string& object_path, const std::string&
     }
     const H5::StrType file_type = h.attr.getStrType();
     if (file_type.isVariableStr()) {
+      // libhdf5 1.10.8 allocates the length the file declares before reading the string (and can loop on a corrupted
+      // heap): check both in the file's own bytes first (h5_vlen_check.h).
+      H5O_info_t info;
+      if (H5Oget_info2(h.object->getId(), &info, H5O_INFO_BASIC) >= 0) {
+        const FileLayout l = file_layout(f);
+        const std::string why = detail::vlen_attribute_problem(path_, l.base, info.addr, name, l.osz, l.lsz);
+        if (!why.empty()) fail(attr_where(name, norm, path_) + " is a corrupted variable-length string: " + why);
+      }
       H5::StrType mem(H5::PredType::C_S1, H5T_VARIABLE);
       mem.setCset(file_type.getCset());
       char* ptr = nullptr;

@@ -26,7 +26,9 @@ std::string format_double(double v) {
 std::string attr_text(const h5::File& f, const std::string& name) {
   try {
     return f.attr_string("/", name);
-  } catch (const std::exception&) {
+  } catch (const std::exception& e) {
+    // Not a string: try the numeric forms. A string whose bytes are corrupted is an error of the file.
+    if (std::string(e.what()).find("corrupted variable-length string") != std::string::npos) throw;
   }
   try {
     std::string out;

@@ -71,11 +71,16 @@ constexpr uint64_t kMaxPixelsPerByte = 1032;
 
 /// Why stb_image 2.27 (Debian 12) must not see `bytes`, or "". stb 2.27 writes past its 257-entry size list when a JPEG
 /// Huffman table (DHT) declares more than 256 codes (fixed upstream in 2.28); such a table is invalid JPEG, so every
-/// DHT segment is checked first. Marker segments are walked as stb walks them; entropy-coded data is skipped byte by
-/// byte (a 0xFF there is always followed by 0x00 or a restart marker).
+/// DHT segment is checked first. Marker segments are walked as stb walks them (fill bytes before a marker included, also
+/// before SOI); entropy-coded data is skipped byte by byte (a 0xFF there is always followed by 0x00 or a restart
+/// marker).
 std::string jpeg_problem(const std::vector<unsigned char>& b) {
-  if (b.size() < 2 || b[0] != 0xFF || b[1] != 0xD8) return "";
-  size_t i = 2;
+  // stb finds SOI as it finds every marker: one 0xFF, any number of 0xFF fill bytes, then the code (0xD8).
+  size_t i = 0;
+  if (b.empty() || b[0] != 0xFF) return "";
+  while (i < b.size() && b[i] == 0xFF) ++i;
+  if (i >= b.size() || b[i] != 0xD8) return "";
+  ++i;
   while (i + 4 <= b.size()) {
     const unsigned m = b[i + 1];
     if (b[i] != 0xFF || m == 0xFF) {  // entropy-coded data, or a fill byte before a marker

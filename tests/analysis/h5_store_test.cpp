@@ -488,6 +488,75 @@ TEST(H5RoundTrip, ReadsFixedLengthStringsAndOtherNumericAttributeTypes) {
   EXPECT_DOUBLE_EQ(f.attr_double("/", "u16"), 65535.0);
 }
 
+// Variable-length string attributes pass the pre-read check (analysis/h5_vlen_check.h) in every object header layout
+// libhdf5 writes: version 1 headers (the default), version 2 ("OHDR", libver latest, with creation order tracked),
+// continuation chunks (many attributes), a 512-byte user block (addresses relative to the superblock), an empty
+// string, and a contiguous dataset of them; and the check refuses the same file once the string's heap object is shorter than its declared length.
+TEST(H5VlenCheck, EveryHeaderLayoutReadsAndACorruptedLengthIsRefused) {
+  TempDir tmp;
+  for (int layout = 0; layout < 4; ++layout) {
+    const std::string path = tmp.file("vlen" + std::to_string(layout) + ".h5");
+    {
+      H5::FileCreatPropList fcpl;
+      H5::FileAccPropList fapl;
+      if (layout == 1) {
+        fapl.setLibverBounds(H5F_LIBVER_LATEST, H5F_LIBVER_LATEST);
+        H5Pset_attr_creation_order(fcpl.getId(), H5P_CRT_ORDER_TRACKED);
+      }
+      if (layout == 3) fcpl.setUserblock(512);
+      H5::H5File raw(path, H5F_ACC_TRUNC, fcpl, fapl);
+      H5::Group root = raw.openGroup("/");
+      H5::StrType vstr(H5::PredType::C_S1, H5T_VARIABLE);
+      const int extra = layout == 2 ? 40 : 0;  // forces continuation chunks in a version 1 header
+      for (int i = 0; i < extra; ++i) {
+        const std::string v = "filler " + std::to_string(i);
+        const char* p = v.c_str();
+        root.createAttribute("a" + std::to_string(i), vstr, H5::DataSpace(H5S_SCALAR)).write(vstr, &p);
+      }
+      const char* text = "the value that is read";
+      root.createAttribute("note", vstr, H5::DataSpace(H5S_SCALAR)).write(vstr, &text);
+      const char* empty = "";
+      root.createAttribute("empty", vstr, H5::DataSpace(H5S_SCALAR)).write(vstr, &empty);
+      const char* rows[3] = {"first", "", "third row"};
+      const hsize_t three = 3;
+      raw.createDataSet("/names", vstr, H5::DataSpace(1, &three)).write(rows, vstr);
+    }
+    File f(path, Mode::read);
+    EXPECT_EQ(f.attr_string("/", "note"), "the value that is read") << "layout " << layout;
+    EXPECT_EQ(f.attr_string("/", "empty"), "") << "layout " << layout;
+    if (layout == 2) EXPECT_EQ(f.attr_string("/", "a39"), "filler 39");
+    EXPECT_EQ(f.read_strings("/names"), (std::vector<std::string>{"first", "", "third row"})) << "layout " << layout;
+  }
+  // Corrupt the first file's global heap: the object holding "the value that is read" (22 bytes) declares 3.
+  const std::string path = tmp.file("vlen0.h5");
+  std::string bytes;
+  {
+    std::ifstream in(path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  const std::string text = "the value that is read";
+  const size_t at = bytes.find(text);
+  ASSERT_NE(at, std::string::npos);
+  ASSERT_EQ(bytes[at - 8], 22);  // the object's 8-byte size precedes its data
+  bytes[at - 8] = 3;
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << bytes;
+  }
+  File f(path, Mode::read);
+  try {
+    f.attr_string("/", "note");
+    ADD_FAILURE() << "a 22-byte string in a 3-byte heap object was read";
+  } catch (const std::exception& e) {
+    // The shorter object also shifts every entry after it: refused, whichever inconsistency the walk meets first.
+    // The dataset's strings live in the same collection: refused too.
+    EXPECT_THROW(f.read_strings("/names"), std::runtime_error);
+    EXPECT_NE(std::string(e.what()).find("is a corrupted variable-length string: it declares a string of 22 bytes"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 // ---- errors ------------------------------------------------------------------------------------------------------
 
 TEST(H5Errors, MissingFile) {

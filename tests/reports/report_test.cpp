@@ -404,6 +404,31 @@ TEST(ReportCommand, AnInputThatIsNotAResultsFileIsNamed) {
                      "file with /layers, or a table file with /table)\n");
 }
 
+// Found by fuzz/report_input_fuzz.cpp (issue 17): results files whose variable-length string attribute is corrupted.
+// libhdf5 1.10.8 allocates the length the attribute declares before it reads the string (1.7 GB for a 12 KB file) and
+// loops forever on a global heap collection whose free-space entry has size 0; analysis/h5_vlen_check.h checks both
+// in the file's bytes first. Each file is refused with one line naming it, without the allocation or the hang.
+TEST(ReportInputs, CorruptedVariableLengthStringsAreRefusedBeforeLibhdf5ReadsThem) {
+  const std::string dir = std::string(RALA_TEST_DATA) + "/fuzz/report_input/";
+  for (const auto& [file, what] : std::vector<std::pair<std::string, std::string>>{
+           // Its 'created_utc' message declares a 43-byte dataspace in a 72-byte message: libhdf5 reads the value from
+           // the next message's bytes, a length of 1,701,736,449.
+           {"hdf5_vlen_attr_1700mb.h5", "which leave no room for its value"},
+           {"hdf5_vlen_attr_hang.h5", "does not advance"}}) {
+    const std::string path = dir + file;
+    std::string e;
+    try {
+      report::load_input(path);
+    } catch (const std::exception& ex) {
+      e = ex.what();
+    }
+    EXPECT_NE(e.find(path), std::string::npos) << e;
+    EXPECT_NE(e.find("corrupted variable-length string"), std::string::npos) << e;
+    EXPECT_NE(e.find(what), std::string::npos) << e;
+    EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+  }
+}
+
 TEST(ReportCommand, ReusesAnExistingDirectoryAndKeepsOtherFiles) {
   test::TempDir tmp("rala_report");
   const auto out = tmp.path / "r";
