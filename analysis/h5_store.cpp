@@ -435,9 +435,20 @@ struct AttrHandle {
   int rank = 0;
 };
 
+/// Refuses, with one line, an object whose attribute messages libhdf5 must not decode (h5_vlen_check.h): called before
+/// every attribute lookup, which makes libhdf5 decode all of them.
+void check_attribute_messages(H5::H5File& file, ObjectRef& object, const std::string& norm, const std::string& path) {
+  H5O_info_t info;
+  if (H5Oget_info2(object->getId(), &info, H5O_INFO_BASIC) < 0) return;  // libhdf5's own error follows
+  const FileLayout l = file_layout(file);
+  const std::string why = detail::attribute_messages_problem(path, l.base, info.addr, l.osz, l.lsz);
+  if (!why.empty()) fail("the attributes of " + in_file(norm, path) + " cannot be read: " + why);
+}
+
 AttrHandle open_attr(H5::H5File& file, const std::string& norm, const std::string& name, const std::string& path) {
   AttrHandle h;
   h.object = open_object(file, norm, path);
+  check_attribute_messages(file, h.object, norm, path);
   if (!h.object->attrExists(name)) fail("attribute " + quote_path(name) + " not found on " + in_file(norm, path));
   h.attr = h.object->openAttribute(name);
   h.type = h.attr.getDataType();
@@ -843,6 +854,7 @@ bool File::has_attr(const std::string& object_path, const std::string& name) con
   const std::string norm = normalize(object_path);
   return translate("cannot check " + attr_where(name, norm, path_), [&] {
     ObjectRef object = open_object(f, norm, path_);
+    check_attribute_messages(f, object, norm, path_);
     return !name.empty() && object->attrExists(name);
   });
 }
@@ -852,6 +864,7 @@ std::vector<std::string> File::attr_names(const std::string& object_path) const 
   const std::string norm = normalize(object_path);
   return translate("cannot list attributes of " + in_file(norm, path_), [&] {
     ObjectRef object = open_object(f, norm, path_);
+    check_attribute_messages(f, object, norm, path_);
     std::vector<std::string> names;
     const int n = object->getNumAttrs();
     for (int i = 0; i < n; ++i) names.push_back(object->openAttribute(static_cast<unsigned>(i)).getName());

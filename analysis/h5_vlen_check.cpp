@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <set>
 #include <vector>
@@ -88,13 +89,16 @@ bool parse_attribute(const std::vector<unsigned char>& m, const std::string& nam
   return true;
 }
 
+/// Called with each attribute message's body; returns false (with `why`) to stop with an error, sets `done` to stop.
+using AttributeVisitor = std::function<bool(const std::vector<unsigned char>& body, bool& done, std::string& why)>;
+
 /// Walks the messages of one object header chunk; appends continuation chunks to `todo`.
 bool walk_chunk(const std::vector<unsigned char>& c, size_t begin, size_t end, bool v2, bool creation_order,
-                const std::string& name, unsigned osz, unsigned lsz, std::vector<std::pair<uint64_t, uint64_t>>& todo,
-                Found& f, std::string& why) {
+                unsigned osz, unsigned lsz, std::vector<std::pair<uint64_t, uint64_t>>& todo,
+                const AttributeVisitor& visit, bool& done, std::string& why) {
   size_t at = begin;
   const size_t header = v2 ? (creation_order ? 6 : 4) : 8;
-  while (at + header <= end) {
+  while (at + header <= end && !done) {
     uint64_t type = 0, size = 0;
     if (v2) {
       le(c, at, 1, type);
@@ -116,12 +120,178 @@ bool walk_chunk(const std::vector<unsigned char>& c, size_t begin, size_t end, b
       }
       todo.emplace_back(off, len);
     } else if (type == 0x0C) {
-      std::vector<unsigned char> m(c.begin() + static_cast<std::ptrdiff_t>(body),
-                                   c.begin() + static_cast<std::ptrdiff_t>(body + size));
-      if (!parse_attribute(m, name, osz, f, why)) return false;
-      if (f.found) return true;
+      const std::vector<unsigned char> m(c.begin() + static_cast<std::ptrdiff_t>(body),
+                                         c.begin() + static_cast<std::ptrdiff_t>(body + size));
+      if (!visit(m, done, why)) return false;
     }
     at = body + static_cast<size_t>(size);
+  }
+  return true;
+}
+
+/// Every chunk of the object header at `header_addr` (+ base), continuations followed once each within the file;
+/// "" or why the header cannot be walked (or what `visit` reported).
+std::string walk_header(Bytes& file, uint64_t base, uint64_t header_addr, unsigned osz, unsigned lsz,
+                        const AttributeVisitor& visit) {
+  const std::string corrupt = "its object header is corrupted: ";
+  std::string why;
+  bool done = false;
+  std::vector<unsigned char> buf;
+  header_addr += base;
+  if (!file.read(header_addr, 4, buf)) return corrupt + "it starts outside the file";
+  std::vector<std::pair<uint64_t, uint64_t>> todo;
+  bool v2 = false, creation_order = false;
+  if (buf[0] == 'O' && buf[1] == 'H' && buf[2] == 'D' && buf[3] == 'R') {
+    v2 = true;
+    if (!file.read(header_addr, 6, buf)) return corrupt + "it ends outside the file";
+    const unsigned flags = buf[5];
+    creation_order = (flags & 0x04) != 0;
+    size_t prefix = 6 + ((flags & 0x20) ? 16 : 0) + ((flags & 0x10) ? 4 : 0);
+    const unsigned width = 1u << (flags & 0x03);
+    if (!file.read(header_addr + prefix, width, buf)) return corrupt + "it ends outside the file";
+    uint64_t chunk0 = 0;
+    le(buf, 0, width, chunk0);
+    prefix += width;
+    if (!file.read(header_addr + prefix, chunk0, buf)) return corrupt + "its first chunk ends outside the file";
+    if (!walk_chunk(buf, 0, buf.size(), true, creation_order, osz, lsz, todo, visit, done, why)) return corrupt + why;
+  } else {
+    if (!file.read(header_addr, 16, buf) || buf[0] != 1) return corrupt + "not a version 1 or 2 object header";
+    uint64_t size = 0;
+    le(buf, 8, 4, size);
+    if (!file.read(header_addr + 16, size, buf)) return corrupt + "its first chunk ends outside the file";
+    if (!walk_chunk(buf, 0, buf.size(), false, false, osz, lsz, todo, visit, done, why)) return corrupt + why;
+  }
+  std::set<uint64_t> seen;
+  for (size_t i = 0; i < todo.size() && !done; ++i) {
+    const uint64_t off = todo[i].first + base, len = todo[i].second;
+    if (!seen.insert(off).second || seen.size() > 4096) return corrupt + "its continuation chunks repeat";
+    if (!file.read(off, len, buf)) return corrupt + "a continuation chunk ends outside the file";
+    if (v2) {
+      if (buf.size() < 8 || buf[0] != 'O' || buf[1] != 'C' || buf[2] != 'H' || buf[3] != 'K')
+        return corrupt + "a continuation chunk lacks its signature";
+      if (!walk_chunk(buf, 4, buf.size() - 4, true, creation_order, osz, lsz, todo, visit, done, why))
+        return corrupt + why;
+    } else if (!walk_chunk(buf, 0, buf.size(), false, false, osz, lsz, todo, visit, done, why)) {
+      return corrupt + why;
+    }
+  }
+  return "";
+}
+
+/// The datatype message at m[at, at + size): a known version and class and, for the classes attributes use, sizes
+/// and bit fields that agree (libhdf5 fails on such a type half-way and crashes cleaning up; see
+/// attribute_messages_problem). Variable-length types: their base type, recursively (at most 4 deep).
+bool datatype_ok(const std::vector<unsigned char>& m, uint64_t at, uint64_t size, unsigned osz, int depth,
+                 std::string& why) {
+  if (size < 8 || at + 8 > m.size()) {
+    why = "a datatype of " + std::to_string(size) + " bytes is too short";
+    return false;
+  }
+  const unsigned version = m[at] >> 4, cls = m[at] & 0x0F;
+  uint64_t tsize = 0;
+  le(m, static_cast<size_t>(at + 4), 4, tsize);
+  if (version < 1 || version > 4 || cls > 10) {
+    why = "a datatype has version " + std::to_string(version) + " and class " + std::to_string(cls) +
+          " (expected versions 1 to 4, classes 0 to 10)";
+    return false;
+  }
+  const auto bits = [&](uint64_t prop_at) {  // (bit offset, precision) of fixed- and floating-point types
+    uint64_t offset = 0, precision = 0;
+    if (size < prop_at - at + 4 || !le(m, static_cast<size_t>(prop_at), 2, offset) ||
+        !le(m, static_cast<size_t>(prop_at + 2), 2, precision) || tsize == 0 || precision == 0 ||
+        offset + precision > 8 * tsize) {
+      why = "a numeric datatype of " + std::to_string(tsize) + " bytes declares " + std::to_string(precision) +
+            " bits at bit " + std::to_string(offset);
+      return false;
+    }
+    return true;
+  };
+  switch (cls) {
+    case 0:
+    case 1:
+      return bits(at + 8);
+    case 3:
+      if (tsize == 0) {
+        why = "a string datatype has size 0";
+        return false;
+      }
+      return true;
+    case 9:
+      if (tsize != 4 + osz + 4) {
+        why = "a variable-length datatype has size " + std::to_string(tsize) + " (expected " +
+              std::to_string(4 + osz + 4) + ")";
+        return false;
+      }
+      if (depth >= 4) {
+        why = "variable-length datatypes nest more than 4 deep";
+        return false;
+      }
+      return datatype_ok(m, at + 8, size - 8, osz, depth + 1, why);
+    default:
+      return true;
+  }
+}
+
+/// The dataspace message at m[at, at + size): version 1 or 2, rank at most 32, its dimensions within the message.
+bool dataspace_ok(const std::vector<unsigned char>& m, uint64_t at, uint64_t size, unsigned lsz, std::string& why) {
+  if (size < 4 || at + 4 > m.size()) {
+    why = "a dataspace of " + std::to_string(size) + " bytes is too short";
+    return false;
+  }
+  const unsigned version = m[at], rank = m[at + 1], flags = m[at + 2];
+  const uint64_t header = version == 1 ? 8 : 4;
+  const uint64_t need = header + static_cast<uint64_t>(rank) * lsz * ((flags & 1) ? 2 : 1);
+  if ((version != 1 && version != 2) || rank > 32 || (version == 2 && m[at + 3] > 2) || need > size) {
+    why = "a dataspace of " + std::to_string(size) + " bytes has version " + std::to_string(version) + ", rank " +
+          std::to_string(rank) + " and needs " + std::to_string(need) + " bytes";
+    return false;
+  }
+  return true;
+}
+
+/// Structural check of one attribute message (what libhdf5 decodes for every attribute when it iterates them, and
+/// mishandles when it is malformed): a known version, a NUL-terminated name, and name, datatype and dataspace that fit.
+bool attribute_message_ok(const std::vector<unsigned char>& m, unsigned osz, unsigned lsz, std::string& why) {
+  if (m.size() < 8) {
+    why = "an attribute message of " + std::to_string(m.size()) + " bytes is too short";
+    return false;
+  }
+  const unsigned version = m[0];
+  if (version < 1 || version > 3) {
+    why = "an attribute message has version " + std::to_string(version) + " (expected 1 to 3)";
+    return false;
+  }
+  uint64_t name_size = 0, dt_size = 0, ds_size = 0;
+  le(m, 2, 2, name_size);
+  le(m, 4, 2, dt_size);
+  le(m, 6, 2, ds_size);
+  const uint64_t name_at = version == 3 ? 9 : 8;
+  const auto step = [&](uint64_t n) { return version == 1 ? pad8(n) : n; };
+  const uint64_t need = name_at + step(name_size) + step(dt_size) + step(ds_size);
+  if (name_size == 0 || dt_size == 0 || need > m.size()) {
+    why = "an attribute message of " + std::to_string(m.size()) + " bytes declares a name of " +
+          std::to_string(name_size) + ", a datatype of " + std::to_string(dt_size) + " and a dataspace of " +
+          std::to_string(ds_size) + " bytes";
+    return false;
+  }
+  const auto name_begin = m.begin() + static_cast<std::ptrdiff_t>(name_at);
+  if (m[name_at + name_size - 1] != 0 || std::find(name_begin, name_begin + static_cast<std::ptrdiff_t>(name_size - 1), 0) !=
+                                             name_begin + static_cast<std::ptrdiff_t>(name_size - 1)) {
+    why = "an attribute message's name is not one NUL-terminated string of its declared " + std::to_string(name_size) +
+          " bytes";
+    return false;
+  }
+  // Shared datatypes or dataspaces (flags of versions 2 and 3) are references, not messages: not checked here.
+  const unsigned flags = version == 1 ? 0 : m[1];
+  const uint64_t dt_at = name_at + step(name_size), ds_at = dt_at + step(dt_size);
+  const std::string name(reinterpret_cast<const char*>(&m[name_at]), static_cast<size_t>(name_size - 1));
+  if (!(flags & 1) && !datatype_ok(m, dt_at, dt_size, osz, 0, why)) {
+    why = "attribute '" + name + "': " + why;
+    return false;
+  }
+  if (!(flags & 2) && !dataspace_ok(m, ds_at, ds_size, lsz, why)) {
+    why = "attribute '" + name + "': " + why;
+    return false;
   }
   return true;
 }
@@ -202,51 +372,26 @@ std::string vlen_attribute_problem(const std::string& path, uint64_t base, uint6
   if (osz < 2 || osz > 8 || lsz < 2 || lsz > 8) return "";
   Bytes file(path);
   if (!file.ok()) return "";  // libhdf5 has it open; its own error will say what is wrong
-  const std::string corrupt = "its object header is corrupted: ";
-  std::string why;
-  std::vector<unsigned char> buf;
   Found f;
-  // The first chunk.
-  header_addr += base;
-  if (!file.read(header_addr, 4, buf)) return corrupt + "it starts outside the file";
-  std::vector<std::pair<uint64_t, uint64_t>> todo;
-  bool v2 = false, creation_order = false;
-  if (buf[0] == 'O' && buf[1] == 'H' && buf[2] == 'D' && buf[3] == 'R') {
-    v2 = true;
-    if (!file.read(header_addr, 6, buf)) return corrupt + "it ends outside the file";
-    const unsigned flags = buf[5];
-    creation_order = (flags & 0x04) != 0;
-    size_t prefix = 6 + ((flags & 0x20) ? 16 : 0) + ((flags & 0x10) ? 4 : 0);
-    const unsigned width = 1u << (flags & 0x03);
-    if (!file.read(header_addr + prefix, width, buf)) return corrupt + "it ends outside the file";
-    uint64_t chunk0 = 0;
-    le(buf, 0, width, chunk0);
-    prefix += width;
-    if (!file.read(header_addr + prefix, chunk0, buf)) return corrupt + "its first chunk ends outside the file";
-    if (!walk_chunk(buf, 0, buf.size(), true, creation_order, name, osz, lsz, todo, f, why)) return corrupt + why;
-  } else {
-    if (!file.read(header_addr, 16, buf) || buf[0] != 1) return corrupt + "not a version 1 or 2 object header";
-    uint64_t size = 0;
-    le(buf, 8, 4, size);
-    if (!file.read(header_addr + 16, size, buf)) return corrupt + "its first chunk ends outside the file";
-    if (!walk_chunk(buf, 0, buf.size(), false, false, name, osz, lsz, todo, f, why)) return corrupt + why;
-  }
-  // Continuation chunks, each at most once, in the file.
-  std::set<uint64_t> seen;
-  for (size_t i = 0; i < todo.size() && !f.found; ++i) {
-    const uint64_t off = todo[i].first + base, len = todo[i].second;
-    if (!seen.insert(off).second || seen.size() > 4096) return corrupt + "its continuation chunks repeat";
-    if (!file.read(off, len, buf)) return corrupt + "a continuation chunk ends outside the file";
-    if (v2) {
-      if (buf.size() < 8 || buf[0] != 'O' || buf[1] != 'C' || buf[2] != 'H' || buf[3] != 'K') return corrupt + "a continuation chunk lacks its signature";
-      if (!walk_chunk(buf, 4, buf.size() - 4, true, creation_order, name, osz, lsz, todo, f, why)) return corrupt + why;
-    } else if (!walk_chunk(buf, 0, buf.size(), false, false, name, osz, lsz, todo, f, why)) {
-      return corrupt + why;
-    }
-  }
+  const std::string why = walk_header(file, base, header_addr, osz, lsz,
+                                      [&](const std::vector<unsigned char>& m, bool& done, std::string& w) {
+                                        if (!parse_attribute(m, name, osz, f, w)) return false;
+                                        done = f.found;
+                                        return true;
+                                      });
+  if (!why.empty()) return why;
   if (!f.found) return "";  // dense storage (not parsed here)
   HeapCheck heaps(file, base, lsz);
   return heaps.problem(f.length, f.collection, f.index);
+}
+
+std::string attribute_messages_problem(const std::string& path, uint64_t base, uint64_t header_addr, unsigned osz,
+                                       unsigned lsz) {
+  if (osz < 2 || osz > 8 || lsz < 2 || lsz > 8) return "";
+  Bytes file(path);
+  if (!file.ok()) return "";
+  return walk_header(file, base, header_addr, osz, lsz,
+                     [&](const std::vector<unsigned char>& m, bool&, std::string& w) { return attribute_message_ok(m, osz, lsz, w); });
 }
 
 std::string vlen_dataset_problem(const std::string& path, uint64_t base, uint64_t data_offset, uint64_t count,

@@ -1,6 +1,6 @@
 #pragma once
 /// \file h5_vlen_check.h
-/// Internal (h5_store.cpp): a bounds check of a variable-length string attribute before libhdf5 reads it.
+/// Internal (h5_store.cpp): bounds checks of attribute messages and variable-length strings before libhdf5 reads them.
 ///
 /// Why: libhdf5 1.10.8 (Debian 12) trusts the length a variable-length string declares in the attribute's raw data and
 /// allocates it before it reads the string from the global heap (a 12 KB corrupted file asked for 1.7 GB, found by
@@ -22,6 +22,13 @@ namespace rala::h5::detail {
 /// parse: then libhdf5 reads it unchecked). `offset_size` / `length_size`: the superblock's sizes (normally 8).
 std::string vlen_attribute_problem(const std::string& path, uint64_t base, uint64_t header_addr,
                                    const std::string& name, unsigned offset_size = 8, unsigned length_size = 8);
+
+/// Why libhdf5 must not iterate or open the attributes of the object whose header starts at `header_addr`, or "":
+/// every attribute message in the header must have a known version, a NUL-terminated name and parts that fit in it
+/// (libhdf5 1.10.8 dereferences a null pointer cleaning up after a malformed one while it iterates attributes, which
+/// H5Aexists, H5Aopen_by_name and H5Aget_num_attrs all do).
+std::string attribute_messages_problem(const std::string& path, uint64_t base, uint64_t header_addr,
+                                       unsigned offset_size = 8, unsigned length_size = 8);
 
 /// The same for the `count` variable-length strings of a contiguous dataset whose raw data starts at byte
 /// `data_offset` (H5Dget_offset: an absolute offset): every element's length and heap object. Compact and chunked

@@ -110,6 +110,25 @@ std::string jpeg_problem(const std::vector<unsigned char>& b) {
   return "";
 }
 
+/// Why stb_image 2.27 must not see a PNG, or "": stb grows its compressed-data buffer to an IDAT chunk's declared
+/// length before it reads the chunk (a 60-byte file asked for 578 MB), so every chunk's length is checked against the
+/// bytes left in the file first, walking the chunks as stb does (length, type, data, CRC).
+std::string png_problem(const std::vector<unsigned char>& b) {
+  static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+  if (b.size() < 8 || !std::equal(sig, sig + 8, b.begin())) return "";
+  size_t i = 8;
+  while (i + 8 <= b.size()) {
+    const uint64_t len = (uint64_t{b[i]} << 24) | (uint64_t{b[i + 1]} << 16) | (uint64_t{b[i + 2]} << 8) | b[i + 3];
+    const uint64_t left = b.size() - (i + 8);
+    if (len > left)
+      return "a PNG chunk declares " + std::to_string(len) + " bytes of data, but only " + std::to_string(left) +
+             " bytes of the file follow it";
+    if (b[i + 4] == 'I' && b[i + 5] == 'E' && b[i + 6] == 'N' && b[i + 7] == 'D') break;
+    i += 8 + static_cast<size_t>(len) + 4;
+  }
+  return "";
+}
+
 }  // namespace
 
 bool is_image_file(const std::string& path) {
@@ -137,6 +156,7 @@ torch::Tensor decode_image(const std::string& path) {
   int width = 0, height = 0, channels_in_file = 0;
   // Before stbi_info too: it parses the JPEG header's tables (a DHT before the frame header overflows there).
   if (const std::string why = jpeg_problem(bytes); !why.empty()) reject(why);
+  if (const std::string why = png_problem(bytes); !why.empty()) reject(why);
   if (!stbi_info_from_memory(bytes.data(), static_cast<int>(bytes.size()), &width, &height, &channels_in_file)) {
     const char* reason = stbi_failure_reason();
     reject(std::string(reason ? reason : "unknown stb_image error") + " (expected a PNG or JPEG file)");

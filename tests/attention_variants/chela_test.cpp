@@ -324,7 +324,9 @@ TEST(ChelaSettings, BadSettingsGiveOneLineErrors) {
       {{"output", "residual"}, "setting 'output' of attention variant chela expects one of: interpolate, gate"},
       {{"ndim", "2"}, "unknown setting 'ndim' for attention variant chela"},
   };
-  for (const auto& [kv, text] : cases) {
+  for (const auto& c : cases) {
+    const auto& kv = c.first;
+    const auto& text = c.second;
     auto msg = test::error_message([&] { make(AttentionOptions(32, 2).set(kv.first, kv.second)); });
     EXPECT_NE(msg.find(text), std::string::npos) << "message: " << msg;
     EXPECT_EQ(msg.find('\n'), std::string::npos) << "message: " << msg;

@@ -248,8 +248,11 @@ TEST(FixationSettings, BadSettingsGiveOneLineErrors) {
       {{"fixation", "maybe"}, "setting 'fixation' of attention variant fixation expects a boolean"},
       {{"temporal", "1"}, "unknown setting 'temporal' for attention variant fixation"},
   };
-  for (const auto& [kv, text] : cases) {
-    auto msg = test::error_message([&] { make_attention(Variant::fixation, AttentionOptions(32, 2).set(kv.first, kv.second)); });
+  for (const auto& c : cases) {
+    const auto& kv = c.first;
+    const auto& text = c.second;
+    auto msg = test::error_message(
+        [&] { make_attention(Variant::fixation, AttentionOptions(32, 2).set(kv.first, kv.second)); });
     EXPECT_NE(msg.find(text), std::string::npos) << "message: " << msg;
     EXPECT_EQ(msg.find('\n'), std::string::npos) << "message: " << msg;
   }

@@ -395,9 +395,25 @@ TEST(DecodeImage, HostileFilesAreRefusedBeforeDecoding) {
   // marker, and the check used to take such a file for "not a JPEG" and let stb build its Huffman tables.
   const std::string dht_fill = std::string(RALA_TEST_DATA) + "/fuzz/image/jpeg_dht_overflow_after_fill_bytes.jpg";
   expect_error([&] { decode_image(dht_fill); }, {dht_fill, "Huffman table declares", "at most 256"});
-  // Also found by it: stb quotes a PNG chunk's type in its reason, and this one's type is four line feeds.
+  // A 60-byte PNG whose IDAT chunk declares 577,899,790 bytes: stb grows its buffer to that before reading (CI fuzz run).
+  const std::string idat = std::string(RALA_TEST_DATA) + "/fuzz/image/png_idat_length_578mb.png";
+  expect_error([&] { decode_image(idat); }, {idat, "a PNG chunk declares", "only", "bytes of the file follow it"});
+  // Also found by it: stb quotes a PNG chunk's type in its reason, and this one's type is four line feeds. (Its
+  // length field is bytes of the fuzzed file too: the chunk walk refuses it now, before stb.)
   const std::string chunk = std::string(RALA_TEST_DATA) + "/fuzz/image/png_chunk_type_newlines.png";
-  expect_error([&] { decode_image(chunk); }, {chunk, "\\n\\n\\n\\n PNG chunk not known"});
+  expect_error([&] { decode_image(chunk); }, {chunk, "a PNG chunk declares 168430090 bytes"});
+  {
+    // The same quoting with a well-formed chunk of that type (length 0) after IHDR: stb's reason, on one line.
+    TempDir d;
+    const std::string p = d.str("newline_chunk.png");
+    write_png(p, 1, 1, 3, {1, 2, 3});
+    std::ifstream in(p, std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    in.close();
+    bytes.insert(8 + 25, std::string("\0\0\0\0\n\n\n\n\0\0\0\0", 12));
+    std::ofstream(p, std::ios::binary | std::ios::trunc) << bytes;
+    expect_error([&] { decode_image(p); }, {p, "\\n\\n\\n\\n PNG chunk not known"});
+  }
 
   // A decompression bomb: a valid 1x1 PNG whose header is patched to claim 16000x16000 pixels (768 MB of RGB from a
   // file of ~70 bytes, under stb's own 1 GiB limit; stb does not check the header's CRC).
