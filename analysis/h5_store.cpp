@@ -227,6 +227,8 @@ File::File(const std::string& path, Mode mode)
       case Mode::read:
         if (!present) fail("cannot open " + quote_path(path) + " for reading: no such file");
         check_signature();
+        if (const std::string why = detail::root_header_problem(path); !why.empty())
+          fail("cannot open " + quote_path(path) + ": " + why);
         file_ = std::make_unique<H5::H5File>(path, H5F_ACC_RDONLY);
         break;
       case Mode::read_write:

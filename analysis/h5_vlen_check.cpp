@@ -394,6 +394,48 @@ std::string attribute_messages_problem(const std::string& path, uint64_t base, u
                      [&](const std::vector<unsigned char>& m, bool&, std::string& w) { return attribute_message_ok(m, osz, lsz, w); });
 }
 
+std::string root_header_problem(const std::string& path) {
+  Bytes file(path);
+  if (!file.ok()) return "";
+  // The superblock: at 0, 512, 1024, 2048, … (after a user block), "\x89HDF\r\n\x1a\n" then its version.
+  static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1A, '\n'};
+  std::vector<unsigned char> b;
+  uint64_t at = 0;
+  for (; at < file.size(); at = at == 0 ? 512 : at * 2) {
+    if (file.read(at, 8, b) && std::equal(sig, sig + 8, b.begin())) break;
+  }
+  if (at >= file.size()) return "";  // libhdf5 reports the missing signature itself
+  if (!file.read(at, 9, b)) return "its superblock is truncated";
+  const unsigned version = b[8];
+  uint64_t root = 0;
+  unsigned osz = 8, lsz = 8;
+  if (version <= 1) {
+    // version, 4 version bytes, sizes of offsets and lengths, reserved, leaf K, internal K, flags (4),
+    // [v1: indexed storage K, reserved], then base, free space, end of file, driver addresses, and the root group's
+    // symbol table entry: link name offset, object header address.
+    if (!file.read(at, 24, b)) return "its superblock is truncated";
+    osz = b[13];
+    lsz = b[14];
+    if (osz < 2 || osz > 8 || lsz < 2 || lsz > 8) return "";  // libhdf5 rejects these sizes itself
+    const uint64_t entry = at + 24 + (version == 1 ? 4 : 0) + 4 * uint64_t{osz};
+    if (!file.read(entry + osz, osz, b)) return "its superblock is truncated";
+    le(b, 0, osz, root);
+  } else if (version <= 3) {
+    // version, sizes of offsets and lengths, flags, then base, extension, end of file, root object header addresses.
+    if (!file.read(at, 12, b)) return "its superblock is truncated";
+    osz = b[9];
+    lsz = b[10];
+    if (osz < 2 || osz > 8 || lsz < 2 || lsz > 8) return "";
+    if (!file.read(at + 12 + 3 * uint64_t{osz}, osz, b)) return "its superblock is truncated";
+    le(b, 0, osz, root);
+  } else {
+    return "";  // a superblock version libhdf5 1.10 does not know: its own error
+  }
+  const std::string why = walk_header(file, at, root, osz, lsz,
+                                      [](const std::vector<unsigned char>&, bool&, std::string&) { return true; });
+  return why.empty() ? "" : "the root group's " + why.substr(4);  // "its object header …" → "object header …"
+}
+
 std::string vlen_dataset_problem(const std::string& path, uint64_t base, uint64_t data_offset, uint64_t count,
                                  unsigned osz, unsigned lsz) {
   if (osz < 2 || osz > 8 || lsz < 2 || lsz > 8) return "";

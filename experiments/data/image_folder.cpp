@@ -24,7 +24,7 @@
 #pragma GCC diagnostic ignored "-Wsign-compare"
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 #endif
-#include <stb/stb_image.h>
+#include "third_party/stb/stb_image.h"  // Debian's 2.27 + one upstream 2.28 fix (README there)
 #if defined(__GNUC__)
 #pragma GCC diagnostic pop
 #endif

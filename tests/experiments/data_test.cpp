@@ -395,6 +395,10 @@ TEST(DecodeImage, HostileFilesAreRefusedBeforeDecoding) {
   // marker, and the check used to take such a file for "not a JPEG" and let stb build its Huffman tables.
   const std::string dht_fill = std::string(RALA_TEST_DATA) + "/fuzz/image/jpeg_dht_overflow_after_fill_bytes.jpg";
   expect_error([&] { decode_image(dht_fill); }, {dht_fill, "Huffman table declares", "at most 256"});
+  // A JPEG whose Huffman code maps outside the 256 symbols (stb 2.27 read past its table; the vendored copy has
+  // upstream 2.28's bounds check, third_party/stb/README.md): refused by stb itself now, on one line.
+  const std::string sym = std::string(RALA_TEST_DATA) + "/fuzz/image/jpeg_huffman_symbol_oob.jpg";
+  expect_error([&] { decode_image(sym); }, {sym, "cannot be decoded"});
   // A 60-byte PNG whose IDAT chunk declares 577,899,790 bytes: stb grows its buffer to that before reading (CI fuzz run).
   const std::string idat = std::string(RALA_TEST_DATA) + "/fuzz/image/png_idat_length_578mb.png";
   expect_error([&] { decode_image(idat); }, {idat, "a PNG chunk declares", "only", "bytes of the file follow it"});

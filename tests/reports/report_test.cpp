@@ -404,6 +404,16 @@ TEST(ReportCommand, AnInputThatIsNotAResultsFileIsNamed) {
                      "file with /layers, or a table file with /table)\n");
 }
 
+/// What opening `path` as an HDF5 file for reading throws ("" if it opens).
+std::string h5_error(const std::string& path) {
+  try {
+    h5::File f(path, h5::Mode::read);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
 // Found by fuzz/report_input_fuzz.cpp (issue 17): results files whose attributes libhdf5 1.10.8 mishandles.
 // analysis/h5_vlen_check.h checks them in the file's own bytes first; each file is refused with one line naming it,
 // without the allocation, the hang or the crash:
@@ -445,6 +455,18 @@ TEST(ReportInputs, CorruptedAttributesAreRefusedBeforeLibhdf5ReadsThem) {
   }
   EXPECT_EQ(e.rfind("input '" + open_leak + "' is not a results file", 0), 0u) << e;
   EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+  // One whose root group header declares a first chunk of 0x4242424242424242 bytes (libhdf5's H5Fopen allocates it):
+  // refused before libhdf5 opens it (h5::File checks the superblock and root header first), on one line.
+  const std::string root_size = dir + "hdf5_root_header_size.h5";
+  e.clear();
+  try {
+    report::load_input(root_size);
+  } catch (const std::exception& ex) {
+    e = ex.what();
+  }
+  EXPECT_EQ(e.rfind("input '" + root_size + "' is not a results file", 0), 0u) << e;
+  EXPECT_NE(h5_error(root_size).find("the root group's object header is corrupted"), std::string::npos)
+      << h5_error(root_size);
   // And one whose group object header fails to load (libhdf5 leaks there too): one line naming the file.
   const std::string load_leak = dir + "hdf5_header_load_leak.h5";
   e.clear();
