@@ -233,7 +233,8 @@ bool datatype_ok(const std::vector<unsigned char>& m, uint64_t at, uint64_t size
 }
 
 /// The dataspace message at m[at, at + size): version 1 or 2, rank at most 32, its dimensions within the message.
-bool dataspace_ok(const std::vector<unsigned char>& m, uint64_t at, uint64_t size, unsigned lsz, std::string& why) {
+bool dataspace_ok(const std::vector<unsigned char>& m, uint64_t at, uint64_t size, unsigned lsz, uint64_t& points,
+                  std::string& why) {
   if (size < 4 || at + 4 > m.size()) {
     why = "a dataspace of " + std::to_string(size) + " bytes is too short";
     return false;
@@ -245,6 +246,22 @@ bool dataspace_ok(const std::vector<unsigned char>& m, uint64_t at, uint64_t siz
     why = "a dataspace of " + std::to_string(size) + " bytes has version " + std::to_string(version) + ", rank " +
           std::to_string(rank) + " and needs " + std::to_string(need) + " bytes";
     return false;
+  }
+  // Its extent: each dimension within its maximum (when given, not unlimited); the element count, capped.
+  points = (version == 2 && m[at + 3] == 2) ? 0 : 1;  // a null dataspace holds nothing
+  for (unsigned r = 0; r < rank; ++r) {
+    uint64_t dim = 0, max = 0;
+    le(m, static_cast<size_t>(at + header + r * lsz), lsz, dim);
+    if (flags & 1) {
+      le(m, static_cast<size_t>(at + header + (rank + r) * lsz), lsz, max);
+      const uint64_t unlimited = lsz == 8 ? ~uint64_t{0} : (uint64_t{1} << (8 * lsz)) - 1;
+      if (max != unlimited && dim > max) {
+        why = "a dataspace's dimension " + std::to_string(r) + " is " + std::to_string(dim) + ", above its maximum " +
+              std::to_string(max);
+        return false;
+      }
+    }
+    points = (dim != 0 && points > (uint64_t{1} << 40) / dim) ? (uint64_t{1} << 40) : points * dim;
   }
   return true;
 }
@@ -289,9 +306,21 @@ bool attribute_message_ok(const std::vector<unsigned char>& m, unsigned osz, uns
     why = "attribute '" + name + "': " + why;
     return false;
   }
-  if (!(flags & 2) && !dataspace_ok(m, ds_at, ds_size, lsz, why)) {
+  uint64_t points = 0;
+  if (!(flags & 2) && !dataspace_ok(m, ds_at, ds_size, lsz, points, why)) {
     why = "attribute '" + name + "': " + why;
     return false;
+  }
+  // The value follows, points × the datatype's size in the file: it must be in the message (libhdf5 allocates it).
+  if (!(flags & 3)) {
+    uint64_t tsize = 0;
+    le(m, static_cast<size_t>(dt_at + 4), 4, tsize);
+    const uint64_t data_at = ds_at + step(ds_size), room = m.size() > data_at ? m.size() - data_at : 0;
+    if (tsize != 0 && points > room / tsize) {
+      why = "attribute '" + name + "': its value of " + std::to_string(points) + " elements of " +
+            std::to_string(tsize) + " bytes does not fit in the " + std::to_string(room) + " bytes after its dataspace";
+      return false;
+    }
   }
   return true;
 }

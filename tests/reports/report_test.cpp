@@ -432,7 +432,10 @@ TEST(ReportInputs, CorruptedAttributesAreRefusedBeforeLibhdf5ReadsThem) {
            {"hdf5_attr_message_segv.h5", "a name of 7, a datatype of 53780 and a dataspace of 19280 bytes"},
            // The same crash from inside a datatype: a character base type of 0 bytes (and, in another attribute of
            // the file, 65,528 bits of precision and a dataspace of version 254).
-           {"hdf5_attr_datatype_segv.h5", "attribute 'attn_settings': a numeric datatype of 0 bytes declares 8 bits"}}) {
+           {"hdf5_attr_datatype_segv.h5", "attribute 'attn_settings': a numeric datatype of 0 bytes declares 8 bits"},
+           // And from a dataspace whose dimension exceeds its own maximum.
+           {"hdf5_attr_dataspace_segv.h5", "attribute 'image_size': a dataspace's dimension 0 is 4861932550820779776, "
+                                           "above its maximum 2"}}) {
     const std::string path = dir + file;
     std::string e;
     try {
