@@ -544,6 +544,29 @@ std::vector<int64_t> File::shape(const std::string& dataset_path) const {
 // ------------------------------------------------------------------------------------------------------------------
 // File: tensors
 
+namespace {
+/// Refuses to read `elements` × `element_size` bytes of a dataset that cannot hold them: a reader bounds its
+/// allocation by the input. A dataset's values are its stored bytes expanded by at most deflate's ratio (1032:1;
+/// shuffle and the other filters do not expand further), or fill values when nothing is stored (then 1 MiB at most).
+void check_read_size(H5::DataSet& ds, const std::vector<hsize_t>& dims, size_t element_size, const std::string& what) {
+  constexpr uint64_t kMaxRatio = 1032, kUnstored = uint64_t{1} << 20;
+  const uint64_t stored = static_cast<uint64_t>(H5Dget_storage_size(ds.getId()));
+  const uint64_t limit = stored == 0 ? kUnstored : (stored > (uint64_t{1} << 52) ? ~uint64_t{0} : stored * kMaxRatio);
+  uint64_t bytes = element_size;
+  for (hsize_t d : dims) {
+    if (d != 0 && bytes > limit / d) {
+      bytes = ~uint64_t{0};
+      break;
+    }
+    bytes *= d;
+  }
+  if (bytes > limit)
+    fail("cannot read " + what + ": its shape asks for " + (bytes == ~uint64_t{0} ? std::string("more than 2^64") :
+                                                                 std::to_string(bytes)) +
+         " bytes, more than the " + std::to_string(stored) + " bytes stored for it can hold");
+}
+}  // namespace
+
 torch::Tensor File::read(const std::string& dataset_path) const {
   H5::H5File& f = handle(file_);
   const std::string norm = dataset_path_checked(dataset_path, path_);
@@ -553,6 +576,7 @@ torch::Tensor File::read(const std::string& dataset_path) const {
     const H5::DataSpace space = ds.getSpace();
     if (space.getSimpleExtentType() == H5S_NULL) fail("cannot read " + in_file(norm, path_) + ": it has no data");
     const std::vector<hsize_t> dims = extent(space);
+    check_read_size(ds, dims, c10::elementSize(dtype), in_file(norm, path_));
     const std::vector<int64_t> sizes(dims.begin(), dims.end());
     torch::Tensor out = torch::empty(sizes, torch::TensorOptions().dtype(dtype));
     if (out.numel() > 0) ds.read(out.data_ptr(), *type_map(dtype).mem_type);
@@ -573,6 +597,9 @@ torch::Tensor File::read_rows(const std::string& dataset_path, int64_t start, in
       fail("cannot read rows [" + std::to_string(start) + ", " + std::to_string(start + count) + ") of " +
            in_file(norm, path_) + ": it has " + std::to_string(dims[0]) + " rows");
     }
+    std::vector<hsize_t> wanted = dims;
+    wanted[0] = static_cast<hsize_t>(count);
+    check_read_size(ds, wanted, c10::elementSize(dtype), in_file(norm, path_));
     std::vector<int64_t> sizes(dims.begin(), dims.end());
     sizes[0] = count;
     torch::Tensor out = torch::empty(sizes, torch::TensorOptions().dtype(dtype));
@@ -665,6 +692,8 @@ std::vector<std::string> File::read_strings(const std::string& dataset_path) con
     const size_t n = static_cast<size_t>(space.getSimpleExtentNpoints());
     std::vector<std::string> out;
     if (n == 0) return out;
+    check_read_size(ds, {static_cast<hsize_t>(n)}, file_type.isVariableStr() ? sizeof(char*) : file_type.getSize(),
+                    in_file(norm, path_));
     if (file_type.isVariableStr()) {
       // As for attributes (attr_string): the lengths and heap objects checked in the file's bytes before libhdf5
       // allocates and reads them — for contiguous data, the layout rala writes.

@@ -10,6 +10,7 @@
 # `$FUZZ_BUILD/fuzz_TARGET -minimize_crash=1 -runs=10000 FILE`). Exit status: 0 when the budget ran out with no finding.
 # Limits that make a finding: an allocation over 256 MiB (-malloc_limit_mb; every reader bounds its allocations by its
 # input's size, and the inputs here are kilobytes), a resident size over 2 GiB, one input running over 10 s.
+# FUZZ_SEED=N fixes libFuzzer's seed (default 0: a random one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGETS=(checkpoint pickle safetensors idx image report_input grid pattern)
@@ -57,7 +58,8 @@ run_one() {
   LSAN_OPTIONS="suppressions=$PWD/fuzz/lsan.supp:print_suppressions=0:${LSAN_OPTIONS:-}" \
   UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}" \
     "$BUILD/fuzz_$t" "$work" "fuzz/corpus/$t" -max_total_time="$budget" -timeout=10 -rss_limit_mb=2048 \
-      -malloc_limit_mb=256 -print_final_stats=1 -artifact_prefix="$findings/" "$@" >"$log" 2>&1 || status=$?
+      -malloc_limit_mb=256 -print_final_stats=1 -seed="${FUZZ_SEED:-0}" -artifact_prefix="$findings/" "$@" \
+      >"$log" 2>&1 || status=$?
   local execs after elapsed=$((SECONDS - start))
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   after=$(find "$findings" -type f | wc -l)

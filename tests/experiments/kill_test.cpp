@@ -243,10 +243,8 @@ configs:
   - {name: c, pattern: RRRR}
 )";
 
-// DISABLED: the test process itself (not rala) segfaulted inside libc in two of three runs here, after the kills and
-// before its checks reported; the cause was not found in the time this work had. Run it with
-// --gtest_also_run_disabled_tests; one run that completed passed (no partial file, the re-run's table and weights
-// equal to the uninterrupted run's).
+// (Once disabled: the test process segfaulted after the kills. The cause was this file's own read of a table through a
+// dangling temporary, since fixed; the test has passed in every run since.)
 TEST_F(KillNine, AblateReRunEndsWithTheUninterruptedTable) {
   const fs::path grid = tmp_.path / "grid.yaml", ref = tmp_.path / "ref", run = tmp_.path / "run",
                  log = tmp_.path / "log";

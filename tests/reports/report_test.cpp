@@ -433,6 +433,9 @@ TEST(ReportInputs, CorruptedAttributesAreRefusedBeforeLibhdf5ReadsThem) {
            // The same crash from inside a datatype: a character base type of 0 bytes (and, in another attribute of
            // the file, 65,528 bits of precision and a dataspace of version 254).
            {"hdf5_attr_datatype_segv.h5", "attribute 'attn_settings': a numeric datatype of 0 bytes declares 8 bits"},
+           // Ours: a probe dataset whose shape asks for more than 2^64 bytes, with 32 bytes stored (h5::File::read
+           // allocated the shape before reading; now bounded by the stored bytes × deflate's maximum ratio).
+           {"hdf5_dataset_shape_2e64.h5", "its shape asks for more than 2^64 bytes, more than the 32 bytes stored"},
            // And from a dataspace whose dimension exceeds its own maximum.
            {"hdf5_attr_dataspace_segv.h5", "attribute 'image_size': a dataspace's dimension 0 is 4861932550820779776, "
                                            "above its maximum 2"}}) {
