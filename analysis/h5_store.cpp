@@ -313,9 +313,49 @@ bool link_exists(hid_t loc, const std::string& norm) {
 }
 
 /// H5O_TYPE_UNKNOWN when missing.
+/// Where a file's HDF5 addresses start (the user block's size) and its address and length widths (superblock).
+struct FileLayout {
+  uint64_t base = 0;
+  unsigned osz = 8, lsz = 8;
+};
+FileLayout file_layout(H5::H5File& f) {
+  FileLayout l;
+  const hid_t fcpl = H5Fget_create_plist(f.getId());
+  if (fcpl < 0) return l;
+  hsize_t userblock = 0;
+  size_t osz = 8, lsz = 8;
+  if (H5Pget_userblock(fcpl, &userblock) >= 0) l.base = userblock;
+  if (H5Pget_sizes(fcpl, &osz, &lsz) >= 0) {
+    l.osz = static_cast<unsigned>(osz);
+    l.lsz = static_cast<unsigned>(lsz);
+  }
+  H5Pclose(fcpl);
+  return l;
+}
+
+/// The header of the object a hard link names, checked in the file's bytes before libhdf5 loads it (h5_vlen_check.h:
+/// libhdf5 1.10.8 leaks the partly built header when loading a corrupted one fails). Read-only files only.
+/// Whether the file is open for reading only. The byte-level checks (h5_vlen_check.h) apply to those: a file being
+/// written has headers in libhdf5's cache that are not on disk yet (and it is our own).
+bool read_only(H5::H5File& file) {
+  unsigned intent = 0;
+  return H5Fget_intent(file.getId(), &intent) >= 0 && intent == H5F_ACC_RDONLY;
+}
+
+void check_object_header(H5::H5File& file, const std::string& norm) {
+  if (!read_only(file)) return;
+  H5L_info_t li;
+  if (H5Lget_info(file.getId(), norm.c_str(), &li, H5P_DEFAULT) < 0 || li.type != H5L_TYPE_HARD) return;
+  const FileLayout l = file_layout(file);
+  const std::string name = file.getFileName();
+  const std::string why = detail::object_header_problem(name, l.base, li.u.address, l.osz, l.lsz);
+  if (!why.empty()) fail(quote_path(norm) + " in " + name + " cannot be opened: " + why);
+}
+
 H5O_type_t object_type(H5::H5File& file, const std::string& norm) {
   if (norm == "/") return H5O_TYPE_GROUP;
   if (!link_exists(file.getId(), norm)) return H5O_TYPE_UNKNOWN;
+  check_object_header(file, norm);
   return file.childObjType(norm);
 }
 
@@ -337,26 +377,6 @@ torch::ScalarType tensor_dtype(const H5::DataSet& ds, const std::string& norm, c
          kSupportedList);
   }
   return *dtype;
-}
-
-/// Where a file's HDF5 addresses start (the user block's size) and its address and length widths (superblock).
-struct FileLayout {
-  uint64_t base = 0;
-  unsigned osz = 8, lsz = 8;
-};
-FileLayout file_layout(H5::H5File& f) {
-  FileLayout l;
-  const hid_t fcpl = H5Fget_create_plist(f.getId());
-  if (fcpl < 0) return l;
-  hsize_t userblock = 0;
-  size_t osz = 8, lsz = 8;
-  if (H5Pget_userblock(fcpl, &userblock) >= 0) l.base = userblock;
-  if (H5Pget_sizes(fcpl, &osz, &lsz) >= 0) {
-    l.osz = static_cast<unsigned>(osz);
-    l.lsz = static_cast<unsigned>(lsz);
-  }
-  H5Pclose(fcpl);
-  return l;
 }
 
 /// A group or dataset opened by path, usable through its H5Object base (whose destructor is protected).
@@ -440,6 +460,7 @@ struct AttrHandle {
 /// Refuses, with one line, an object whose attribute messages libhdf5 must not decode (h5_vlen_check.h): called before
 /// every attribute lookup, which makes libhdf5 decode all of them.
 void check_attribute_messages(H5::H5File& file, ObjectRef& object, const std::string& norm, const std::string& path) {
+  if (!read_only(file)) return;
   H5O_info_t info;
   if (H5Oget_info2(object->getId(), &info, H5O_INFO_BASIC) < 0) return;  // libhdf5's own error follows
   const FileLayout l = file_layout(file);
@@ -700,7 +721,7 @@ std::vector<std::string> File::read_strings(const std::string& dataset_path) con
       const hid_t dcpl = H5Dget_create_plist(ds.getId());
       const bool contiguous = dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CONTIGUOUS;
       if (dcpl >= 0) H5Pclose(dcpl);
-      const haddr_t offset = contiguous ? H5Dget_offset(ds.getId()) : HADDR_UNDEF;
+      const haddr_t offset = contiguous && read_only(f) ? H5Dget_offset(ds.getId()) : HADDR_UNDEF;
       if (offset != HADDR_UNDEF) {
         const FileLayout l = file_layout(f);
         const std::string why = detail::vlen_dataset_problem(path_, l.base, offset, n, l.osz, l.lsz);
@@ -920,7 +941,7 @@ std::string File::attr_string(const std::string& object_path, const std::string&
       // libhdf5 1.10.8 allocates the length the file declares before reading the string (and can loop on a corrupted
       // heap): check both in the file's own bytes first (h5_vlen_check.h).
       H5O_info_t info;
-      if (H5Oget_info2(h.object->getId(), &info, H5O_INFO_BASIC) >= 0) {
+      if (read_only(f) && H5Oget_info2(h.object->getId(), &info, H5O_INFO_BASIC) >= 0) {
         const FileLayout l = file_layout(f);
         const std::string why = detail::vlen_attribute_problem(path_, l.base, info.addr, name, l.osz, l.lsz);
         if (!why.empty()) fail(attr_where(name, norm, path_) + " is a corrupted variable-length string: " + why);

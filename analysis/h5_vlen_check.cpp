@@ -423,6 +423,15 @@ std::string attribute_messages_problem(const std::string& path, uint64_t base, u
                      [&](const std::vector<unsigned char>& m, bool&, std::string& w) { return attribute_message_ok(m, osz, lsz, w); });
 }
 
+std::string object_header_problem(const std::string& path, uint64_t base, uint64_t header_addr, unsigned osz,
+                                  unsigned lsz) {
+  if (osz < 2 || osz > 8 || lsz < 2 || lsz > 8) return "";
+  Bytes file(path);
+  if (!file.ok()) return "";
+  return walk_header(file, base, header_addr, osz, lsz,
+                     [](const std::vector<unsigned char>&, bool&, std::string&) { return true; });
+}
+
 std::string root_header_problem(const std::string& path) {
   Bytes file(path);
   if (!file.ok()) return "";

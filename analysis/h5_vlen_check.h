@@ -30,6 +30,11 @@ std::string vlen_attribute_problem(const std::string& path, uint64_t base, uint6
 std::string attribute_messages_problem(const std::string& path, uint64_t base, uint64_t header_addr,
                                        unsigned offset_size = 8, unsigned length_size = 8);
 
+/// Why libhdf5 must not load the object header at `header_addr` (+ base), or "": its chunks must lie in the file and
+/// its messages in their chunks (libhdf5 1.10.8 leaks the partly built header when such a load fails).
+std::string object_header_problem(const std::string& path, uint64_t base, uint64_t header_addr,
+                                  unsigned offset_size = 8, unsigned length_size = 8);
+
 /// Why libhdf5 must not open the file at `path`, or "": its root group's object header (located through the
 /// superblock, versions 0 to 3) must lie in the file with every chunk (libhdf5 1.10.8 allocates a version 2 header's
 /// declared first-chunk size while H5Fopen loads it: 0x4242424242424242 bytes for a fuzzed 12 KB file).
