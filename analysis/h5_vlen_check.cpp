@@ -414,22 +414,30 @@ std::string vlen_attribute_problem(const std::string& path, uint64_t base, uint6
   return heaps.problem(f.length, f.collection, f.index);
 }
 
-std::string attribute_messages_problem(const std::string& path, uint64_t base, uint64_t header_addr, unsigned osz,
-                                       unsigned lsz) {
+namespace {
+/// walk_header on the file at `path` ("" when the sizes are not ones libhdf5 accepts or the file cannot be read:
+/// libhdf5's own error follows).
+std::string walk_file(const std::string& path, uint64_t base, uint64_t header_addr, unsigned osz, unsigned lsz,
+                      const AttributeVisitor& visit) {
   if (osz < 2 || osz > 8 || lsz < 2 || lsz > 8) return "";
   Bytes file(path);
   if (!file.ok()) return "";
-  return walk_header(file, base, header_addr, osz, lsz,
-                     [&](const std::vector<unsigned char>& m, bool&, std::string& w) { return attribute_message_ok(m, osz, lsz, w); });
+  return walk_header(file, base, header_addr, osz, lsz, visit);
+}
+}  // namespace
+
+std::string attribute_messages_problem(const std::string& path, uint64_t base, uint64_t header_addr, unsigned osz,
+                                       unsigned lsz) {
+  return walk_file(path, base, header_addr, osz, lsz,
+                   [&](const std::vector<unsigned char>& m, bool&, std::string& w) {
+                     return attribute_message_ok(m, osz, lsz, w);
+                   });
 }
 
 std::string object_header_problem(const std::string& path, uint64_t base, uint64_t header_addr, unsigned osz,
                                   unsigned lsz) {
-  if (osz < 2 || osz > 8 || lsz < 2 || lsz > 8) return "";
-  Bytes file(path);
-  if (!file.ok()) return "";
-  return walk_header(file, base, header_addr, osz, lsz,
-                     [](const std::vector<unsigned char>&, bool&, std::string&) { return true; });
+  return walk_file(path, base, header_addr, osz, lsz,
+                   [](const std::vector<unsigned char>&, bool&, std::string&) { return true; });
 }
 
 std::string root_header_problem(const std::string& path) {

@@ -404,14 +404,9 @@ TEST(ReportCommand, AnInputThatIsNotAResultsFileIsNamed) {
                      "file with /layers, or a table file with /table)\n");
 }
 
-/// What opening `path` as an HDF5 file for reading throws ("" if it opens).
-std::string h5_error(const std::string& path) {
-  try {
-    h5::File f(path, h5::Mode::read);
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
+/// What loading `path` as a report input throws (test::error_message).
+std::string load_error(const std::string& path) {
+  return test::error_message([&] { report::load_input(path); });
 }
 
 // Found by fuzz/report_input_fuzz.cpp (issue 17): results files whose attributes libhdf5 1.10.8 mishandles.
@@ -440,12 +435,7 @@ TEST(ReportInputs, CorruptedAttributesAreRefusedBeforeLibhdf5ReadsThem) {
            {"hdf5_attr_dataspace_segv.h5", "attribute 'image_size': a dataspace's dimension 0 is 4861932550820779776, "
                                            "above its maximum 2"}}) {
     const std::string path = dir + file;
-    std::string e;
-    try {
-      report::load_input(path);
-    } catch (const std::exception& ex) {
-      e = ex.what();
-    }
+    const std::string e = load_error(path);
     EXPECT_NE(e.find(path), std::string::npos) << e;
     EXPECT_NE(e.find(what), std::string::npos) << e;
     EXPECT_EQ(e.find('\n'), std::string::npos) << e;
@@ -453,34 +443,19 @@ TEST(ReportInputs, CorruptedAttributesAreRefusedBeforeLibhdf5ReadsThem) {
   // Also found: a root object header that libhdf5's H5Fopen fails on half-way (leaking 56 bytes inside libhdf5,
   // suppressed in fuzz/lsan.supp): refused as not an HDF5 results file, on one line.
   const std::string open_leak = dir + "hdf5_open_leak.h5";
-  std::string e;
-  try {
-    report::load_input(open_leak);
-  } catch (const std::exception& ex) {
-    e = ex.what();
-  }
+  std::string e = load_error(open_leak);
   EXPECT_EQ(e.rfind("input '" + open_leak + "' is not a results file", 0), 0u) << e;
   EXPECT_EQ(e.find('\n'), std::string::npos) << e;
   // One whose root group header declares a first chunk of 0x4242424242424242 bytes (libhdf5's H5Fopen allocates it):
   // refused before libhdf5 opens it (h5::File checks the superblock and root header first), on one line.
   const std::string root_size = dir + "hdf5_root_header_size.h5";
-  e.clear();
-  try {
-    report::load_input(root_size);
-  } catch (const std::exception& ex) {
-    e = ex.what();
-  }
+  e = load_error(root_size);
   EXPECT_EQ(e.rfind("input '" + root_size + "' is not a results file", 0), 0u) << e;
-  EXPECT_NE(h5_error(root_size).find("the root group's object header is corrupted"), std::string::npos)
-      << h5_error(root_size);
+  const std::string open_error = test::error_message([&] { h5::File f(root_size, h5::Mode::read); });
+  EXPECT_NE(open_error.find("the root group's object header is corrupted"), std::string::npos) << open_error;
   // And one whose group object header fails to load (libhdf5 leaks there too): one line naming the file.
   const std::string load_leak = dir + "hdf5_header_load_leak.h5";
-  e.clear();
-  try {
-    report::load_input(load_leak);
-  } catch (const std::exception& ex) {
-    e = ex.what();
-  }
+  e = load_error(load_leak);
   EXPECT_NE(e.find(load_leak), std::string::npos) << e;
   EXPECT_EQ(e.find('\n'), std::string::npos) << e;
 }
