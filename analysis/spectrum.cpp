@@ -4,7 +4,9 @@
 #include <Eigen/SVD>
 #include <Spectra/SymEigsSolver.h>
 
+#include "analysis/gram_kernels.h"
 #include "analysis/lapack.h"
+#include "attention_variants/fused.h"
 #include "analysis/tridiagonal.h"
 
 #include <ATen/Parallel.h>
@@ -160,55 +162,23 @@ bool load_tall(LapackWork& w, const T* src, int64_t m, int64_t n) {
 
 /// Per-thread workspace of the Gram path, sized once per stack by size_gram_workspace().
 struct GramWork {
-  std::vector<double> a, g, tau, work;
+  std::vector<double> g, scratch;
   std::vector<double> d, e;  // the tridiagonal forms of the thread's matrices, k entries each
   std::vector<int> info;
 };
 
-/// Buffers for `count` m×n matrices (k = min(m, n)): the widened copy, the k×k Gram matrix, dsytrd's workspace (its
-/// own query; the answer depends only on k) and the tridiagonals.
-void size_gram_workspace(GramWork& w, int64_t m, int64_t n, int64_t count) {
-  const int k = static_cast<int>(std::min(m, n));
-  w.a.resize(static_cast<size_t>(m * n));
-  w.g.resize(static_cast<size_t>(k) * k);
-  w.tau.resize(std::max(1, k - 1));
+/// The kernels of the capability the fused kernels use (RALA_CPU_CAPABILITY, or the best the CPU has).
+const gram_kernels::Table& gram_table() { return gram_kernels::table_for(fused::capability().c_str()); }
+
+/// Buffers for `count` m×n matrices (k = min(m, n)): the padded kp×kp Gram matrix, the kernels' scratch, the
+/// tridiagonals.
+void size_gram_workspace(GramWork& w, const gram_kernels::Table& t, int64_t m, int64_t n, int64_t count) {
+  const int64_t k = std::min(m, n), kp = gram_kernels::padded(t, k);
+  w.g.resize(static_cast<size_t>(kp * kp));
+  w.scratch.resize(static_cast<size_t>(gram_kernels::scratch_doubles(kp)));
   w.d.resize(static_cast<size_t>(count * k));
   w.e.resize(static_cast<size_t>(count * k));
   w.info.resize(static_cast<size_t>(count));
-  int info = 0, query_size = -1;
-  double query = 0, d0 = 0, e0 = 0;
-  dsytrd_("U", &k, w.g.data(), &k, &d0, &e0, w.tau.data(), &query, &query_size, &info, 1);
-  const size_t lwork = static_cast<size_t>(std::max(1.0, query));
-  if (w.work.size() < lwork) w.work.resize(lwork);
-}
-
-/// Matrix `i` of a contiguous row-major stack widened to float64 in the same layout (the row-major m×n A is the
-/// column-major n×m Aᵀ with leading dimension n). False if an entry is not finite (x − x ≠ 0 exactly for ±inf and
-/// NaN; an integer AND, so the loop vectorises).
-template <typename T>
-bool load_widened(GramWork& w, const T* src, int64_t count) {
-  double* dst = w.a.data();
-  int finite = 1;
-  for (int64_t i = 0; i < count; ++i) {
-    const double v = static_cast<double>(src[i]);
-    dst[i] = v;
-    finite &= (v - v == 0.0);
-  }
-  return finite != 0;
-}
-
-/// The Gram matrix of the m×n matrix widened in w.a, reduced to tridiagonal form: its diagonal into d, off-diagonal
-/// into e (k entries each; e[k−1] is scratch).
-void gram_tridiagonal(GramWork& w, int64_t m, int64_t n, double* d, double* e) {
-  // w.a is column-major n×m (= Aᵀ), leading dimension n. m ≥ n: G = AᵀA = w.a·w.aᵀ (trans "N", order n, inner m);
-  // m < n: G = AAᵀ = w.aᵀ·w.a (trans "T", order m, inner n). Only the upper triangle is formed and read.
-  const int k = static_cast<int>(std::min(m, n)), inner = static_cast<int>(std::max(m, n)), lda = static_cast<int>(n);
-  const double one = 1.0, zero = 0.0;
-  dsyrk_("U", m >= n ? "N" : "T", &k, &inner, &one, w.a.data(), &lda, &zero, w.g.data(), &k, 1, 1);
-  int info = 0;
-  const int lwork = static_cast<int>(w.work.size());
-  dsytrd_("U", &k, w.g.data(), &k, d, e, w.tau.data(), w.work.data(), &lwork, &info, 1);
-  TORCH_CHECK(info == 0, "singular_values_gram_batched: dsytrd rejected argument ", -info);
 }
 
 /// The shared checks of the batched paths; returns (K, m, n).
@@ -262,31 +232,35 @@ std::vector<Spectrum> singular_values_gram_batched(const torch::Tensor& matrices
   const auto dims = check_stack(matrices, "singular_values_gram_batched");
   const int64_t K = dims[0], m = dims[1], n = dims[2], k = std::min(m, n);
   auto src = matrices.detach().to(torch::kCPU);
-  if (src.scalar_type() != torch::kFloat && src.scalar_type() != torch::kDouble) src = src.to(torch::kFloat64);
+  // Half-precision types widen exactly to float32; float32 and float64 are read as they are.
+  if (src.scalar_type() != torch::kFloat && src.scalar_type() != torch::kDouble) src = src.to(torch::kFloat32);
   src = src.contiguous();
+  const gram_kernels::Table& kernels = gram_table();
   std::vector<Spectrum> out(K);
-  // Each thread takes a contiguous run of matrices: the float64 Gram matrix of each (dsyrk) reduced to tridiagonal
-  // form (dsytrd) — LAPACK's dsyevd with values only does these two steps, then dsterf — and then the eigenvalues of
-  // all its tridiagonals at once (tridiagonal.h: dsterf's iteration, several matrices interleaved). BLAS/LAPACK run
-  // single-threaded inside these threads, and every matrix gets the same arithmetic whichever thread runs it.
+  // Each thread takes a contiguous run of matrices: the float64 Gram matrix of each (gram_kernels.h, panels of A
+  // widened in cache), reduced to tridiagonal form by Householder reflectors (dsytd2's algorithm) — the two steps of
+  // LAPACK's dsyevd with values only before dsterf — and then the eigenvalues of all its tridiagonals at once
+  // (tridiagonal.h: dsterf's iteration, several matrices interleaved). Every matrix gets the same arithmetic
+  // whichever thread runs it.
   at::parallel_for(0, K, 1, [&](int64_t begin, int64_t end) {
     thread_local GramWork w;
-    size_gram_workspace(w, m, n, end - begin);
-    std::vector<int64_t> index;  // the finite matrices of this run, in order
+    size_gram_workspace(w, kernels, m, n, end - begin);
+    std::vector<int64_t> index;  // the matrices of this run whose tridiagonal form is in w.d, w.e, in order
     for (int64_t i = begin; i < end; ++i) {
       Spectrum& s = out[i];
       s.rows = m;
       s.cols = n;
       const bool finite = src.scalar_type() == torch::kFloat
-                              ? load_widened(w, src.data_ptr<float>() + i * m * n, m * n)
-                              : load_widened(w, src.data_ptr<double>() + i * m * n, m * n);
-      if (!finite) {
+                              ? kernels.gram_f32(src.data_ptr<float>() + i * m * n, m, n, w.g.data(), w.scratch.data())
+                              : kernels.gram_f64(src.data_ptr<double>() + i * m * n, m, n, w.g.data(), w.scratch.data());
+      // A float64 input can overflow its Gram matrix (|a| ≳ 1e154); a float32 one cannot (≤ 3.4e38² · 2³¹ ≪ 1e308).
+      if (!finite || !std::all_of(w.g.begin(), w.g.end(), [](double x) { return std::isfinite(x); })) {
         s.status = SpectrumStatus::numerical_issue;
         s.method = "none";
         continue;
       }
       const size_t slot = index.size();
-      gram_tridiagonal(w, m, n, w.d.data() + slot * k, w.e.data() + slot * k);
+      kernels.tridiagonalize(k, w.g.data(), w.d.data() + slot * k, w.e.data() + slot * k, w.scratch.data());
       index.push_back(i);
     }
     tridiagonal_eigenvalues(static_cast<int64_t>(index.size()), static_cast<int>(k), w.d.data(), w.e.data(),
@@ -306,6 +280,17 @@ std::vector<Spectrum> singular_values_gram_batched(const torch::Tensor& matrices
   });
   return out;
 }
+
+namespace gram_kernels {
+const Table& table_for(const char* capability) {
+  const std::string c = capability;
+#if defined(__x86_64__) || defined(_M_X64)
+  if (c == "AVX512") return AVX512::table();
+  if (c == "AVX2") return AVX2::table();
+#endif
+  return DEFAULT::table();
+}
+}  // namespace gram_kernels
 
 std::vector<Spectrum> singular_values_gram_torch(const torch::Tensor& matrices) {
   const auto dims = check_stack(matrices, "singular_values_gram_torch");
