@@ -4,9 +4,12 @@
 ///   single matrix (singular_values): Eigen's BDCSVD; for tall matrices (rows > 2·cols) a Householder QR first and the
 ///          SVD of R (same σ). Never a Gram matrix: accurate to ~1e-16·σ_1 absolute, for any input.
 ///   batched, SpectraMethod::gram (the recorder's default): σ_i = √λ_i of the float64 Gram matrix AᵀA (or AAᵀ, the
-///          smaller side), formed by BLAS-3 dsyrk, its eigenvalues by LAPACK's dsyevd algorithm for values only
-///          (dsytrd, then dsterf's root-free QL run on several matrices interleaved: tridiagonal.h; bit-identical to
-///          dsyevd, tested). The Gram matrix squares the condition number, so σ_i is accurate to ~eps64·σ_1²/σ_i, i.e. ≈ 1e-8·σ_1 absolute at the bottom
+///          smaller side), its eigenvalues by LAPACK's dsyevd algorithm for values only: Householder reduction to
+///          tridiagonal form (dsytd2's), then dsterf's root-free QL run on several matrices interleaved (tridiagonal.h,
+///          bit-identical to dsterf). The Gram matrix and the reduction are our own cache-resident kernels
+///          (gram_kernels.h, per CPU capability); tested against a long-double oracle, a dense eigen-solver and LAPACK's
+///          dsyrk + dsyevd within their rounding bounds. The Gram matrix squares the condition number, so σ_i is
+///          accurate to ~eps64·σ_1²/σ_i, i.e. ≈ 1e-8·σ_1 absolute at the bottom
 ///          (|σ̂_i² − σ_i²| ≲ eps64·σ_1²): for float32 probes this is far below both the rounding noise of the data
 ///          (≈ 1e-7·σ_1) and numpy's rank threshold σ_1·max(m,n)·2⁻²³ ≥ 7.6e-6·σ_1, so ranks agree with the exact path
 ///          unless a σ_i lies within that error of the threshold (README "Rank analysis").
@@ -57,10 +60,12 @@ const char* spectra_method_name(SpectraMethod m);
 /// Parses "gram" | "exact"; throws a one-line error naming the value and the valid ones.
 SpectraMethod spectra_method_from_name(const std::string& name);
 
-/// The σ of each matrix of a (K, m, n) stack from its float64 Gram matrix, through BLAS/LAPACK called directly on the
-/// CPU: each matrix is widened to float64 in its own layout (no transposing copy), G = AᵀA (m ≥ n) or AAᵀ (m < n) by
-/// dsyrk, reduced to tridiagonal form by dsytrd, and the eigenvalues of each thread's tridiagonals found together by
-/// dsterf's iteration (tridiagonal_eigenvalues) — dsyevd's steps for values only; σ_i = √max(λ_i, 0), descending.
+/// The σ of each matrix of a (K, m, n) stack from its float64 Gram matrix, on the CPU without library calls per
+/// matrix: G = AᵀA (m ≥ n) or AAᵀ (m < n) formed from panels of A widened to float64 in cache (float32 products are
+/// exact in float64; no widened copy of the matrix), reduced to tridiagonal form by Householder reflectors in place
+/// (gram_kernels.h), and the eigenvalues of each thread's tridiagonals found together by dsterf's iteration
+/// (tridiagonal_eigenvalues) — dsyevd's steps for values only; σ_i = √max(λ_i, 0), descending. Half-precision
+/// input is widened to float32 (exactly). A float64 input whose Gram matrix overflows (|a| ≳ 1e154) is a numerical_issue.
 /// Threads as in singular_values_batched (bit-identical on any thread count). Method "gram+syevd"; non-finite input:
 /// status numerical_issue, no values; the iteration not converged (30·k sweeps): status not_converged, no values.
 std::vector<Spectrum> singular_values_gram_batched(const torch::Tensor& matrices);

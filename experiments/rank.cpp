@@ -232,7 +232,7 @@ void add_rank_command(CLI::App& app) {
                                     "Rank rule: numpy (σ_max·max(m,n)·eps) or a relative tolerance")
                         ->capture_default_str();
   cmd->add_option("--spectra", a->spectra,
-                  "gram: σ from the float64 Gram matrix (dsyrk + dsyevd; accurate to ~1e-8·σ_max, ranks as exact "
+                  "gram: σ from the float64 Gram matrix (dsyevd's algorithm; accurate to ~1e-8·σ_max, ranks as exact "
                   "unless a σ lies that close to the threshold) | exact: QR + SVD (dgesdd; ~1e-16·σ_max, slower)")
       ->check(CLI::IsMember({"gram", "exact"}))
       ->capture_default_str();

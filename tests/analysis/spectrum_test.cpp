@@ -532,6 +532,41 @@ TEST(GramSpectra, ANonFiniteMatrixGetsItsOwnStatusOnBothGramPaths) {
   EXPECT_THROW(singular_values_gram_torch(torch::randn({2, 8, 0})), c10::Error);
 }
 
+TEST(GramSpectra, AFloat64MatrixWhoseGramMatrixOverflowsIsANumericalIssueNotGarbage) {
+  // |a| = 1e200 is finite in float64, but its squares are not: that matrix alone gets numerical_issue. A matrix at
+  // 2⁴⁹⁰ ≈ 3e147 (Gram entries ~1e296, finite) keeps its σ: the reduction's norms take their scaled path there (the
+  // sums of squares would overflow), which rounds differently, so the σ agree to rounding, not bit for bit.
+  torch::manual_seed(6);
+  auto base = torch::randn({3, 40, 6}, torch::kFloat64);
+  auto stack = base.clone();
+  stack[1].mul_(1e200);
+  stack[2].mul_(std::ldexp(1.0, 490));  // a power of two: the input scales exactly
+  const auto spectra = singular_values_gram_batched(stack);
+  const auto plain = singular_values_gram_batched(base);
+  EXPECT_EQ(spectra[1].status, SpectrumStatus::numerical_issue);
+  EXPECT_EQ(spectra[1].method, "none");
+  EXPECT_TRUE(spectra[1].values.empty());
+  ASSERT_EQ(spectra[0].status, SpectrumStatus::ok);
+  EXPECT_EQ(spectra[0].values, plain[0].values);
+  ASSERT_EQ(spectra[2].status, SpectrumStatus::ok);
+  for (size_t i = 0; i < plain[2].values.size(); ++i)
+    EXPECT_NEAR(std::ldexp(spectra[2].values[i], -490), plain[2].values[i], 1e-14 * plain[2].values[0]) << i;
+}
+
+TEST(GramSpectra, HalfPrecisionProbesGetTheSpectraOfTheirExactFloat32Values) {
+  torch::manual_seed(7);
+  for (auto dtype : {torch::kBFloat16, torch::kFloat16}) {
+    auto stack = torch::randn({4, 196, 64}).to(dtype);
+    const auto half = singular_values_gram_batched(stack);
+    const auto single = singular_values_gram_batched(stack.to(torch::kFloat32));
+    ASSERT_EQ(half.size(), single.size());
+    for (size_t k = 0; k < half.size(); ++k) {
+      ASSERT_EQ(half[k].status, SpectrumStatus::ok);
+      EXPECT_EQ(half[k].values, single[k].values) << k;  // bit for bit: the widening is exact
+    }
+  }
+}
+
 TEST(GramSpectra, LosesWhatTheExactPathKeepsBelowTheSquareRootOfEpsilon) {
   // The price of the Gram matrix, stated: σ/σ_1 = 1e-10 (float64 input) is below √eps64·σ_1 ≈ 1.5e-8 — the exact path
   // resolves it, the Gram path returns a value within its absolute bound (3e-8·σ_1) of it, not a relative one.
