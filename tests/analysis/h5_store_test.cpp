@@ -524,7 +524,9 @@ TEST(H5VlenCheck, EveryHeaderLayoutReadsAndACorruptedLengthIsRefused) {
     File f(path, Mode::read);
     EXPECT_EQ(f.attr_string("/", "note"), "the value that is read") << "layout " << layout;
     EXPECT_EQ(f.attr_string("/", "empty"), "") << "layout " << layout;
-    if (layout == 2) EXPECT_EQ(f.attr_string("/", "a39"), "filler 39");
+    if (layout == 2) {
+      EXPECT_EQ(f.attr_string("/", "a39"), "filler 39");
+    }
     EXPECT_EQ(f.read_strings("/names"), (std::vector<std::string>{"first", "", "third row"})) << "layout " << layout;
   }
   // Corrupt the first file's global heap: the object holding "the value that is read" (22 bytes) declares 3.
