@@ -474,7 +474,11 @@ std::map<std::string, double> run_attention_bench(const AttentionBenchConfig& c,
       attn->to(device, dtype);
       reset_device_peak(device);
       auto gen = at::make_generator<at::CPUGeneratorImpl>(7);
-      auto x = torch::randn({1, c.channels, side, side}, gen, torch::kFloat32).to(device, dtype);
+      // Channels-last, the layout the RAVLT harness hands every attention layer (so RALA is timed on its fused CPU
+      // path, and every variant on the memory layout it gets in the model).
+      auto x = torch::randn({1, c.channels, side, side}, gen, torch::kFloat32)
+                   .to(device, dtype)
+                   .contiguous(torch::MemoryFormat::ChannelsLast);
       auto ctx = AttentionContext::for_input(x, c.channels / c.heads);
       // Fewer iterations where one call is long (softmax at tens of thousands of tokens): ≥ 1, ≤ iters.
       auto t0 = Clock::now();
@@ -593,7 +597,8 @@ void add_bench_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--trace", c.trace, "Write a Chrome trace of one extra iteration per configuration to PREFIX.*.json");
   cmd->add_flag("--attention-only", a->attention_only,
-                "Every variant alone at N = 196 … 50,176 tokens (C = 64, one head): time, memory, log-log slope");
+                "Every variant alone at N = 196 … 50,176 tokens (C = 64, one head, channels-last as in the model): "
+                "time, memory, log-log slope");
   cmd->add_option("--slope-min-tokens", a->slope_min_tokens,
                   "Attention-only: fit the slope over N ≥ this (fixed per-call costs dominate below)")
       ->capture_default_str();

@@ -78,8 +78,9 @@ struct AttentionBenchConfig {
 };
 /// An empty attention-only table (table_kind "bench_attention").
 ResultsTable make_attention_bench_table();
-/// Runs every variant at every size, appending rows (with the per-variant fitted slope) to `table`; returns the slope
-/// per variant name.
+/// Runs every variant at every size on a channels-last (1, C, side, side) input — the layout the RAVLT harness gives its
+/// attention layers, so RALA takes its fused CPU path — appending rows (with the per-variant fitted slope) to
+/// `table`; returns the slope per variant name.
 std::map<std::string, double> run_attention_bench(const AttentionBenchConfig& config, ResultsTable& table,
                                                   std::ostream& log);
 
