@@ -63,23 +63,29 @@ bool widen_columns(const T* a, int64_t m, int64_t n, int64_t c0, int64_t R, int6
   return finite != 0;
 }
 
-/// g[i0 … i0+TI)[j0 … j0+NJ·L) += Σ_r panel[r][i]·panel[r][j], accumulators in registers across the panel.
+/// g[i0 … i0+TI)[j0 … j0+NJ·L) += Σ_r panel[r][i]·panel[r][j], accumulators in registers across each block of rows.
 template <int NJ>
 inline void gram_tile(const double* panel, int64_t R, int64_t kp, int64_t i0, int64_t j0, double* g) {
-  V acc[TI][NJ];
-  for (int t = 0; t < TI; ++t)
-    for (int q = 0; q < NJ; ++q) acc[t][q] = V::loadu(g + (i0 + t) * kp + j0 + q * L);
-  for (int64_t r = 0; r < R; ++r) {
-    const double* row = panel + r * kp;
-    V b[NJ];
-    for (int q = 0; q < NJ; ++q) b[q] = V::loadu(row + j0 + q * L);
-    for (int t = 0; t < TI; ++t) {
-      const V a(row[i0 + t]);
-      for (int q = 0; q < NJ; ++q) acc[t][q] = at::vec::fmadd(a, b[q], acc[t][q]);
+  for (int64_t r0 = 0; r0 < R; r0 += kSumBlock) {
+    const int64_t r1 = std::min(R, r0 + kSumBlock);
+    V acc[TI][NJ];
+    for (int t = 0; t < TI; ++t)
+      for (int q = 0; q < NJ; ++q) acc[t][q] = V(0.0);
+    for (int64_t r = r0; r < r1; ++r) {
+      const double* row = panel + r * kp;
+      V b[NJ];
+      for (int q = 0; q < NJ; ++q) b[q] = V::loadu(row + j0 + q * L);
+      for (int t = 0; t < TI; ++t) {
+        const V a(row[i0 + t]);
+        for (int q = 0; q < NJ; ++q) acc[t][q] = at::vec::fmadd(a, b[q], acc[t][q]);
+      }
     }
+    for (int t = 0; t < TI; ++t)
+      for (int q = 0; q < NJ; ++q) {
+        double* out = g + (i0 + t) * kp + j0 + q * L;
+        (V::loadu(out) + acc[t][q]).store(out);
+      }
   }
-  for (int t = 0; t < TI; ++t)
-    for (int q = 0; q < NJ; ++q) acc[t][q].store(g + (i0 + t) * kp + j0 + q * L);
 }
 
 template <typename T>
@@ -221,15 +227,16 @@ void tridiagonalize(int64_t k, double* a, double* d, double* e, double* scratch)
     const double pv = dot(p + j + 1, v + j + 1, k - j - 1);
     const double K = -0.5 * tau * pv;
     for (int64_t i = j + 1; i < k; ++i) p[i] += K * v[i];
-    // B ← B − vwᵀ − wvᵀ.
+    // B ← B − (vwᵀ + wvᵀ), each entry as b − (v_l·w_c + w_l·v_c) with two products and a sum (no FMA): entry (l, c)
+    // and entry (c, l) get the same rounded value, so the full storage stays exactly symmetric, as LAPACK's one
+    // triangle is by construction and as p = τBv (which reads rows for columns) assumes. Two FMAs in either order let
+    // the halves drift apart by an ulp per step.
     for (int64_t l = j + 1; l < k; ++l) {
-      const V vl(-v[l]), wl(-p[l]);
+      const V vl(v[l]), wl(p[l]);
       double* r = a + l * kp;
       for (int64_t cc = c0; cc < kp; cc += L) {
-        V x = V::loadu(r + cc);
-        x = at::vec::fmadd(vl, V::loadu(p + cc), x);
-        x = at::vec::fmadd(wl, V::loadu(v + cc), x);
-        x.store(r + cc);
+        const V t = vl * V::loadu(p + cc) + wl * V::loadu(v + cc);
+        (V::loadu(r + cc) - t).store(r + cc);
       }
     }
   }

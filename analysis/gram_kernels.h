@@ -4,11 +4,12 @@
 /// matrices that fit the L1/L2 cache, so that a batch of small probes costs arithmetic rather than library calls:
 ///   gram         — the k×k Gram matrix (k = min(m, n)) of a row-major m×n float32/float64 matrix, AᵀA when m ≥ n and
 ///                  AAᵀ otherwise, in float64 (float32 products are exact in float64): a panel of rows is widened into
-///                  a cache-resident buffer, then 4×(TJ vectors) register tiles of the upper triangle accumulate
-///                  over it; the lower triangle is mirrored. No widened copy of the whole matrix, no BLAS call.
+///                  a cache-resident buffer, then 4×(TJ vectors) register tiles of the upper triangle sum blocks of
+///                  kSumBlock rows and add them to the matrix; the lower triangle is mirrored. No widened copy of the
+///                  whole matrix, no BLAS call.
 ///   tridiagonalize — Householder reduction of that symmetric matrix to tridiagonal form, LAPACK dsytd2's algorithm
-///                  (dlarfg reflectors, p = τBv, w = p − ½τ(pᵀv)v, B ← B − vwᵀ − wvᵀ) on full storage with
-///                  vector-wide rows, in place. Its d, e go to tridiagonal.h's eigenvalue iteration (dsterf's).
+///                  (dlarfg reflectors, p = τBv, w = p − ½τ(pᵀv)v, B ← B − (vwᵀ + wvᵀ)) on full storage kept
+///                  exactly symmetric, with vector-wide rows, in place. Its d, e go to tridiagonal.h's eigenvalue iteration (dsterf's).
 /// Compiled once per CPU capability (DEFAULT, AVX2, AVX512) like attention_variants/fused_kernels.cpp, each copy in
 /// its own namespace; spectrum.cpp uses the copy of the capability fused::capability() names.
 ///
@@ -34,6 +35,9 @@ struct Table {
 inline int64_t padded(const Table& t, int64_t k) { return (k + t.lanes - 1) / t.lanes * t.lanes; }
 /// Rows of A widened per panel: about 32 KiB of float64, so the panel stays in L1 while every tile reads it.
 inline int64_t panel_rows(int64_t kp) { return 4096 / kp > 8 ? 4096 / kp : 8; }
+/// Rows of a panel summed in registers before they are added to the Gram matrix (blocked summation: the rounding
+/// error of an entry grows with the block length plus the number of blocks, not with m).
+constexpr int64_t kSumBlock = 64;
 inline int64_t scratch_doubles(int64_t kp) {
   const int64_t panel = panel_rows(kp) * kp;
   return panel > 2 * kp ? panel : 2 * kp;
