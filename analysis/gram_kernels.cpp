@@ -24,8 +24,6 @@ constexpr int TI = 4;
 constexpr int TJ = L >= 8 ? 4 : 2;
 static_assert(L % TI == 0 || TI % L == 0, "tiles must align with vectors");
 
-int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
-
 // ---- Gram matrix ----------------------------------------------------------------------------------------------------
 
 /// Rows r0 … r0+R of the row-major m×n A (m ≥ n, k = n) widened into the panel (R × kp, zero padded). False if an

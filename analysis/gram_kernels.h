@@ -32,7 +32,9 @@ struct Table {
   void (*tridiagonalize)(int64_t k, double* g, double* d, double* e, double* scratch);
 };
 
-inline int64_t padded(const Table& t, int64_t k) { return (k + t.lanes - 1) / t.lanes * t.lanes; }
+inline int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
+/// kp: k rounded up to the capability's vector width.
+inline int64_t padded(const Table& t, int64_t k) { return round_up(k, t.lanes); }
 /// Rows of A widened per panel: about 32 KiB of float64, so the panel stays in L1 while every tile reads it.
 inline int64_t panel_rows(int64_t kp) { return 4096 / kp > 8 ? 4096 / kp : 8; }
 /// Rows of a panel summed in registers before they are added to the Gram matrix (blocked summation: the rounding

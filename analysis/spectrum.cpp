@@ -6,8 +6,8 @@
 
 #include "analysis/gram_kernels.h"
 #include "analysis/lapack.h"
-#include "attention_variants/fused.h"
 #include "analysis/tridiagonal.h"
+#include "attention_variants/fused.h"
 
 #include <ATen/Parallel.h>
 
@@ -253,8 +253,11 @@ std::vector<Spectrum> singular_values_gram_batched(const torch::Tensor& matrices
       const bool finite = src.scalar_type() == torch::kFloat
                               ? kernels.gram_f32(src.data_ptr<float>() + i * m * n, m, n, w.g.data(), w.scratch.data())
                               : kernels.gram_f64(src.data_ptr<double>() + i * m * n, m, n, w.g.data(), w.scratch.data());
-      // A float64 input can overflow its Gram matrix (|a| ≳ 1e154); a float32 one cannot (≤ 3.4e38² · 2³¹ ≪ 1e308).
-      if (!finite || !std::all_of(w.g.begin(), w.g.end(), [](double x) { return std::isfinite(x); })) {
+      // A float64 input can overflow its Gram matrix (|a| ≳ 1e154), so only its sums are checked; a float32 one
+      // cannot (≤ 3.4e38² · 2³¹ ≪ 1e308).
+      const bool overflow = src.scalar_type() == torch::kDouble && finite &&
+                            !std::all_of(w.g.begin(), w.g.end(), [](double x) { return std::isfinite(x); });
+      if (!finite || overflow) {
         s.status = SpectrumStatus::numerical_issue;
         s.method = "none";
         continue;
