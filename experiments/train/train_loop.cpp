@@ -390,6 +390,43 @@ StateDict from_ivalue_dict(const torch::IValue& v, const std::string& what) {
   return s;
 }
 
+/// The metrics table as the checkpoint carries it: a float64 tensor [epochs, columns] (every metrics column is a
+/// number or a small integer, exact in a double), the column names in the meta's "metrics_columns". The checkpoint is
+/// the run's commit point: a kill after it is written and before metrics.h5 is must not lose the epoch's row.
+torch::Tensor metrics_tensor(const ResultsTable& t) {
+  auto out = torch::empty({t.rows(), static_cast<int64_t>(t.columns().size())}, torch::kFloat64);
+  auto a = out.accessor<double, 2>();
+  for (size_t j = 0; j < t.columns().size(); ++j) {
+    const auto& col = t.columns()[j];
+    for (int64_t r = 0; r < t.rows(); ++r)
+      a[r][j] = col.kind == ColumnKind::integer ? static_cast<double>(col.integers[r]) : col.numbers[r];
+  }
+  return out;
+}
+
+/// Adds the first `rows` rows of a checkpoint's metrics tensor to `metrics` (columns matched by name; a column the
+/// checkpoint lacks is left to add_row's default). False when the checkpoint holds fewer rows or is malformed.
+bool restore_metrics(const torch::Tensor& stored, const json& names, int64_t rows, ResultsTable* metrics) {
+  if (!names.is_array() || stored.dim() != 2 || stored.scalar_type() != torch::kFloat64 ||
+      stored.size(1) != static_cast<int64_t>(names.size()) || stored.size(0) < rows)
+    return false;
+  auto a = stored.accessor<double, 2>();
+  for (int64_t r = 0; r < rows; ++r) {
+    std::map<std::string, TableValue> row;
+    for (size_t j = 0; j < names.size(); ++j) {
+      if (!names[j].is_string()) return false;
+      const std::string name = names[j].get<std::string>();
+      if (!metrics->has_column(name)) continue;
+      if (metrics->column(name).kind == ColumnKind::integer)
+        row[name] = static_cast<int64_t>(a[r][static_cast<int64_t>(j)]);
+      else
+        row[name] = a[r][static_cast<int64_t>(j)];
+    }
+    metrics->add_row(row);
+  }
+  return true;
+}
+
 }  // namespace
 
 ResultsTable make_metrics_table() {
@@ -574,7 +611,15 @@ TrainResult train(const TrainConfig& requested) {
     start_epoch = resumed.epoch;
     TORCH_CHECK(start_epoch >= 1 && start_epoch <= c.epochs, "--resume: '", ckpt_path, "' is at epoch ", start_epoch,
                 ", outside 1..", c.epochs);
-    if (main_rank && fs::exists(metrics_path)) {
+    // The rows up to the checkpoint's epoch: from the checkpoint itself; from metrics.h5 for a checkpoint written
+    // before it carried them (where a kill between the two writes could have cost the last row).
+    bool restored = false;
+    const json meta = json::parse(resumed.meta, nullptr, false);
+    for (const auto& [name, value] : resumed.extra)
+      if (name == "metrics" && value.isTensor() && meta.contains("metrics_columns"))
+        restored = restore_metrics(value.toTensor(), meta["metrics_columns"], start_epoch, &metrics);
+    if (!restored) metrics = make_metrics_table();
+    if (!restored && main_rank && fs::exists(metrics_path)) {
       h5::File f(metrics_path, h5::Mode::read);
       auto old = ResultsTable::read_h5(f);
       for (int64_t r = 0; r < old.rows() && r < start_epoch; ++r) {
@@ -639,6 +684,10 @@ TrainResult train(const TrainConfig& requested) {
       f.set_attr("/", "processes", world);
     });
   };
+
+  // A resumed run's metrics.h5 is rewritten from the rows restored above at once: it may lack the last rows (killed
+  // between the checkpoint and the metrics), and with the checkpoint at the last epoch no epoch would rewrite it.
+  if (resuming) on_main("writing the metrics", [&] { write_metrics(metrics); });
 
   TrainResult result;
   result.checkpoint = ckpt_path;
@@ -819,6 +868,8 @@ TrainResult train(const TrainConfig& requested) {
     on_main("writing the checkpoint", [&] {
       json meta = json::parse(model_meta_json(*model, classes_names));
       meta["train_config"] = json::parse(c.to_json());
+      meta["metrics_columns"] = json::array();
+      for (const auto& col : metrics.columns()) meta["metrics_columns"].push_back(col.name);
       std::vector<std::pair<std::string, torch::IValue>> extra;
       {
         std::ostringstream buf;
@@ -828,6 +879,7 @@ TrainResult train(const TrainConfig& requested) {
         extra.emplace_back("optimizer", bytes_tensor(buf.str()));
       }
       extra.emplace_back("rng_state", cpu_rng_state());
+      extra.emplace_back("metrics", metrics_tensor(metrics));
       if (ema) extra.emplace_back("model_ema", to_dict(state_dict(*ema_model->module())));
       save_checkpoint(ckpt_path, state_dict(*model->module()), epoch + 1, meta.dump(), extra);
       write_metrics(metrics);

@@ -39,7 +39,7 @@ TEST(ProbeRecorder, RalaKvBufferSpectrumMatchesGolden) {
   TempFile tmp;
   {
     h5::File file(tmp.path, h5::Mode::truncate);
-    ProbeRecorder rec({{"0.0", 0, 0, "rala", 2, 32}}, RecorderOptions().probes({Probe::kv_buffer}), &file);
+    ProbeRecorder rec({{"0.0", 0, 0, "rala", 2, 32, ""}}, RecorderOptions().probes({Probe::kv_buffer}), &file);
     auto x = test::golden(golden, "input");
     AttentionContext ctx;
     ctx.height = 7;

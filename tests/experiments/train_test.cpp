@@ -174,6 +174,54 @@ TEST(Train, InterruptedAndResumedRunEndsBitIdentical) {
   EXPECT_EQ(ta.column("test_top1").numbers, tb.column("test_top1").numbers);
 }
 
+// A kill after the epoch's checkpoint was written and before its metrics.h5 was (what CI's KillNine once hit: a
+// re-run ablate found a finished checkpoint with one epoch of metrics): the resumed run restores the missing rows from
+// the checkpoint, whether the run still has epochs to go or the checkpoint is already at the last one.
+TEST(Train, KilledBetweenCheckpointAndMetricsLosesNoRow) {
+  REQUIRE_FASHION_MNIST();
+  test::TempDir dir;
+  TrainConfig c = small_config(dir.path / "straight");
+  c.epochs = 3;
+  train(c);
+  h5::File fs_((dir.path / "straight" / "metrics.h5").string(), h5::Mode::read);
+  const auto straight = ResultsTable::read_h5(fs_);
+  ASSERT_EQ(straight.rows(), 3);
+
+  const fs::path run = dir.path / "run", metrics = run / "metrics.h5", one_epoch = dir.path / "metrics_epoch1.h5";
+  TrainConfig i = small_config(run);
+  i.epochs = 3;
+  i.stop_after_epochs = 1;
+  train(i);
+  fs::copy_file(metrics, one_epoch);
+  TrainConfig r = small_config(run);
+  r.resume = true;
+  r.stop_after_epochs = 1;
+  EXPECT_EQ(train(r).epochs_done, 2);
+  fs::copy_file(one_epoch, metrics, fs::copy_options::overwrite_existing);  // the epoch-2 write never happened
+  r.stop_after_epochs = -1;
+  EXPECT_EQ(train(r).epochs_done, 3);
+  auto expect_straight_rows = [&](const std::string& when) {
+    SCOPED_TRACE(when);
+    h5::File f(metrics.string(), h5::Mode::read);
+    const auto t = ResultsTable::read_h5(f);
+    ASSERT_EQ(t.rows(), 3);
+    EXPECT_EQ(t.column("epoch").integers, straight.column("epoch").integers);
+    EXPECT_EQ(t.column("train_loss").numbers, straight.column("train_loss").numbers);
+    EXPECT_EQ(t.column("test_top1").numbers, straight.column("test_top1").numbers);
+    EXPECT_EQ(t.column("lr").numbers, straight.column("lr").numbers);
+  };
+  expect_straight_rows("resumed after losing epoch 2's metrics");
+
+  // The checkpoint at the last epoch, metrics.h5 one row short or gone: a resume has no epoch to train and still
+  // writes the whole table (rala ablate resumes every run that has a checkpoint).
+  fs::copy_file(one_epoch, metrics, fs::copy_options::overwrite_existing);
+  EXPECT_EQ(train(r).epochs_done, 3);
+  expect_straight_rows("resumed at the last epoch with one row");
+  fs::remove(metrics);
+  EXPECT_EQ(train(r).epochs_done, 3);
+  expect_straight_rows("resumed at the last epoch without metrics.h5");
+}
+
 TEST(Train, NonFiniteLossStopsAndKeepsTheLastGoodCheckpoint) {
   REQUIRE_FASHION_MNIST();
   test::TempDir dir;
