@@ -672,6 +672,7 @@ class ZipDirectory {
       if (at + 46 + name_len + extra_len + comment_len > cd.size())
         fail("corrupt zip archive: central directory record ", i, " runs past the directory");
       const std::string name = cd.substr(at + 46, name_len);
+      const size_t at_record = at;
       // zip64 extended information: the 64-bit values of the fields that hold all ones, in this order.
       for (size_t e = at + 46 + name_len; e + 4 <= at + 46 + name_len + extra_len;) {
         const uint64_t id = le(cd, e, 2), len = le(cd, e + 2, 2);
@@ -694,6 +695,12 @@ class ZipDirectory {
         fail("zip record '", name, "' is encrypted or holds patch data (general-purpose flags ", flags, ")");
       if (r.method != 0 && r.method != 8)
         fail("zip record '", name, "' uses compression method ", r.method, "; expected stored (0) or deflated (8)");
+      // miniz takes a record for a directory when its name ends in '/' or its external attributes carry the DOS
+      // directory bit (0x10), and then extracts nothing: LibTorch would hand out the allocated, unwritten buffer (or
+      // throw from its constructor, leaking, for the version record). A directory entry holds no bytes.
+      const bool directory = (!name.empty() && name.back() == '/') || (le(cd, at_record + 38, 4) & 0x10u) != 0;
+      if (directory && (r.size != 0 || r.compressed != 0))
+        fail("corrupt zip archive: record '", name, "' is marked as a directory but holds ", r.size, " bytes");
       if (r.method == 0 ? r.size != r.compressed : r.size > 1032 * r.compressed + 1024)
         fail("corrupt zip archive: record '", name, "' claims ", r.size, " bytes from ", r.compressed,
              r.method == 0 ? " stored bytes" : " deflated bytes (deflate expands at most 1032 times)");
