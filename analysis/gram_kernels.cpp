@@ -26,13 +26,13 @@ static_assert(L % TI == 0 || TI % L == 0, "tiles must align with vectors");
 
 // ---- Gram matrix ----------------------------------------------------------------------------------------------------
 
-/// Rows r0 … r0+R of the row-major m×n A (m ≥ n, k = n) widened into the panel (R × kp, zero padded). False if an
-/// entry is not finite (x − x ≠ 0 exactly for ±inf and NaN; an integer AND, so the loop vectorises).
+/// Rows r0 … r0+R of the m×n A (m ≥ n, k = n; row i at a + i·lda) widened into the panel (R × kp, zero padded).
+/// False if an entry is not finite (x − x ≠ 0 exactly for ±inf and NaN; an integer AND, so the loop vectorises).
 template <typename T>
-bool widen_rows(const T* a, int64_t n, int64_t r0, int64_t R, int64_t kp, double* panel) {
+bool widen_rows(const T* a, int64_t n, int64_t lda, int64_t r0, int64_t R, int64_t kp, double* panel) {
   int finite = 1;
   for (int64_t r = 0; r < R; ++r) {
-    const T* src = a + (r0 + r) * n;
+    const T* src = a + (r0 + r) * lda;
     double* dst = panel + r * kp;
     for (int64_t c = 0; c < n; ++c) {
       const double v = static_cast<double>(src[c]);
@@ -44,12 +44,13 @@ bool widen_rows(const T* a, int64_t n, int64_t r0, int64_t R, int64_t kp, double
   return finite != 0;
 }
 
-/// Columns c0 … c0+R of the row-major m×n A (m < n, k = m) as the panel's rows (the panel holds a block of Aᵀ).
+/// Columns c0 … c0+R of the m×n A (m < n, k = m; row i at a + i·lda) as the panel's rows (the panel holds a block
+/// of Aᵀ).
 template <typename T>
-bool widen_columns(const T* a, int64_t m, int64_t n, int64_t c0, int64_t R, int64_t kp, double* panel) {
+bool widen_columns(const T* a, int64_t m, int64_t lda, int64_t c0, int64_t R, int64_t kp, double* panel) {
   int finite = 1;
   for (int64_t i = 0; i < m; ++i) {
-    const T* src = a + i * n + c0;
+    const T* src = a + i * lda + c0;
     for (int64_t r = 0; r < R; ++r) {
       const double v = static_cast<double>(src[r]);
       panel[r * kp + i] = v;
@@ -87,7 +88,7 @@ inline void gram_tile(const double* panel, int64_t R, int64_t kp, int64_t i0, in
 }
 
 template <typename T>
-bool gram_impl(const T* a, int64_t m, int64_t n, double* g, double* panel) {
+bool gram_impl(const T* a, int64_t m, int64_t n, int64_t lda, double* g, double* panel) {
   const bool tall = m >= n;
   const int64_t k = std::min(m, n), inner = std::max(m, n), kp = round_up(k, L), R = panel_rows(kp);
   std::fill(g, g + kp * kp, 0.0);
@@ -95,7 +96,7 @@ bool gram_impl(const T* a, int64_t m, int64_t n, double* g, double* panel) {
   // Panels in a fixed order: every entry is the same sum in the same order whichever thread computes the matrix.
   for (int64_t r0 = 0; r0 < inner; r0 += R) {
     const int64_t rows = std::min(R, inner - r0);
-    finite &= tall ? widen_rows(a, n, r0, rows, kp, panel) : widen_columns(a, m, n, r0, rows, kp, panel);
+    finite &= tall ? widen_rows(a, n, lda, r0, rows, kp, panel) : widen_columns(a, m, lda, r0, rows, kp, panel);
     // The tiles that touch the upper triangle: row block i0 needs columns from its own vector on.
     for (int64_t i0 = 0; i0 < kp; i0 += TI)
       for (int64_t j0 = i0 / L * L; j0 < kp; j0 += TJ * L) {
@@ -112,11 +113,11 @@ bool gram_impl(const T* a, int64_t m, int64_t n, double* g, double* panel) {
   return finite != 0;
 }
 
-bool gram_f32(const float* a, int64_t m, int64_t n, double* g, double* scratch) {
-  return gram_impl(a, m, n, g, scratch);
+bool gram_f32(const float* a, int64_t m, int64_t n, int64_t lda, double* g, double* scratch) {
+  return gram_impl(a, m, n, lda, g, scratch);
 }
-bool gram_f64(const double* a, int64_t m, int64_t n, double* g, double* scratch) {
-  return gram_impl(a, m, n, g, scratch);
+bool gram_f64(const double* a, int64_t m, int64_t n, int64_t lda, double* g, double* scratch) {
+  return gram_impl(a, m, n, lda, g, scratch);
 }
 
 // ---- Householder tridiagonalisation ---------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 /// \file gram_kernels.h
 /// Internal: the two float64 kernels of the Gram spectra (spectrum.cpp, singular_values_gram_batched), written for
 /// matrices that fit the L1/L2 cache, so that a batch of small probes costs arithmetic rather than library calls:
-///   gram         — the k×k Gram matrix (k = min(m, n)) of a row-major m×n float32/float64 matrix, AᵀA when m ≥ n and
+///   gram         — the k×k Gram matrix (k = min(m, n)) of an m×n float32/float64 matrix (unit column stride, rows
+///                  `lda` elements apart, so a head of a (B, N, h, d) tensor is read in place), AᵀA when m ≥ n and
 ///                  AAᵀ otherwise, in float64 (float32 products are exact in float64): a panel of rows is widened into
 ///                  a cache-resident buffer, then 4×(TJ vectors) register tiles of the upper triangle sum blocks of
 ///                  kSumBlock rows and add them to the matrix; the lower triangle is mirrored. No widened copy of the
@@ -25,8 +26,8 @@ struct Table {
   int64_t lanes;  ///< doubles per vector register of this capability
   /// Writes the Gram matrix (full, symmetric, zero padded) to g; false if an entry of a is not finite (g then holds
   /// whatever the sums gave).
-  bool (*gram_f32)(const float* a, int64_t m, int64_t n, double* g, double* scratch);
-  bool (*gram_f64)(const double* a, int64_t m, int64_t n, double* g, double* scratch);
+  bool (*gram_f32)(const float* a, int64_t m, int64_t n, int64_t lda, double* g, double* scratch);
+  bool (*gram_f64)(const double* a, int64_t m, int64_t n, int64_t lda, double* g, double* scratch);
   /// Reduces the symmetric k×k matrix g (as written by gram) to tridiagonal form: diagonal d[0..k), off-diagonal
   /// e[0..k−1) (e[k−1] = 0). g is overwritten. Entries must be finite.
   void (*tridiagonalize)(int64_t k, double* g, double* d, double* e, double* scratch);

@@ -12,6 +12,8 @@
 
 #include <torch/torch.h>
 
+#include <array>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -80,11 +82,18 @@ class ProbeRecorder {
  public:
   /// `store` may be null (summaries only); otherwise rows go to it under /layers.
   ProbeRecorder(std::vector<RecorderLayer> layers, RecorderOptions options, h5::File* store);
+  /// Runs finish(); an error there is printed, not thrown.
   ~ProbeRecorder();
   /// The sink of layer (stage, block), or nullptr for a layer the recorder does not know.
   ProbeSink* sink(int64_t stage, int64_t block);
-  /// Spectra and metrics of the batch just run (B images), appended to the store; the batch's probes are dropped.
+  /// Spectra and metrics of the batch just run (B images); the batch's probes are dropped. Their rows reach the store
+  /// once kWriteImages images are waiting, and at finish().
   void flush_batch(int64_t batch);
+  /// Appends the rows still waiting to the store (a no-op when none are). Call it before reading the store or
+  /// closing it; the destructor calls it too, but cannot report an error.
+  void finish();
+  /// Images whose rows are appended together (HDF5's chunk of create_extendible is 64 rows).
+  static constexpr int64_t kWriteImages = 64;
   /// Layer → probe name ("kv_buffer", "output_all_heads", …) → summary.
   const std::map<std::string, std::map<std::string, ProbeSummary>>& summary() const { return summary_; }
   const std::vector<RecorderLayer>& layers() const { return layers_; }
@@ -98,6 +107,15 @@ class ProbeRecorder {
   /// for the same matrices (a one-head layer's all-heads output). Returns the spectra.
   std::vector<Spectrum> record(size_t layer, const std::string& probe, const torch::Tensor& matrices, int64_t batch,
                                const std::vector<Spectrum>* known = nullptr);
+  /// Runs `create` the first time `path` is asked for and the store lacks it; later calls ask the store nothing (an
+  /// HDF5 existence test of a nested path is ≈ 75 µs). Returns whether it created it.
+  bool ensure(const std::string& path, const std::function<void()>& create);
+  /// The per-(image, head) datasets of a probe group, in the order of a pending row.
+  static constexpr const char* kRowFields[7] = {"singular_values", "rank",           "effective_rank", "stable_rank",
+                                                "energy_rank_90",  "energy_rank_99", "status"};
+  std::set<std::string> made_;
+  std::map<std::string, std::array<std::vector<torch::Tensor>, 7>> pending_;  ///< group → rows per field
+  int64_t pending_images_ = 0;
   std::vector<RecorderLayer> layers_;
   RecorderOptions options_;
   h5::File* store_;

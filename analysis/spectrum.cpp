@@ -182,9 +182,12 @@ void size_gram_workspace(GramWork& w, const gram_kernels::Table& t, int64_t m, i
 }
 
 /// The shared checks of the batched paths; returns (K, m, n).
+/// (K, m, n) of a (..., m, n) stack: K is the product of the leading sizes (at least one leading dimension).
 std::array<int64_t, 3> check_stack(const torch::Tensor& matrices, const char* what) {
-  TORCH_CHECK(matrices.dim() == 3, what, ": expected a (K, m, n) stack, got shape ", matrices.sizes());
-  const int64_t K = matrices.size(0), m = matrices.size(1), n = matrices.size(2);
+  TORCH_CHECK(matrices.dim() >= 3, what, ": expected a (..., m, n) stack of matrices, got shape ", matrices.sizes());
+  const int64_t m = matrices.size(-2), n = matrices.size(-1);
+  int64_t K = 1;
+  for (int64_t d = 0; d + 2 < matrices.dim(); ++d) K *= matrices.size(d);
   TORCH_CHECK(m > 0 && n > 0, what, ": matrices are empty, shape ", matrices.sizes());
   TORCH_CHECK(std::max(m, n) <= std::numeric_limits<int>::max() / std::min(m, n), what, ": matrices of ", m, "x", n,
               " exceed LAPACK's 32-bit indices");
@@ -196,7 +199,7 @@ std::array<int64_t, 3> check_stack(const torch::Tensor& matrices, const char* wh
 std::vector<Spectrum> singular_values_batched(const torch::Tensor& matrices) {
   const auto dims = check_stack(matrices, "singular_values_batched");
   const int64_t K = dims[0], m = dims[1], n = dims[2];
-  auto src = matrices.detach().to(torch::kCPU);
+  auto src = matrices.detach().to(torch::kCPU).reshape({K, m, n});
   if (src.scalar_type() != torch::kFloat && src.scalar_type() != torch::kDouble) src = src.to(torch::kFloat64);
   src = src.contiguous();
   const int rows = static_cast<int>(std::max(m, n)), cols = static_cast<int>(std::min(m, n));
@@ -232,9 +235,18 @@ std::vector<Spectrum> singular_values_gram_batched(const torch::Tensor& matrices
   const auto dims = check_stack(matrices, "singular_values_gram_batched");
   const int64_t K = dims[0], m = dims[1], n = dims[2], k = std::min(m, n);
   auto src = matrices.detach().to(torch::kCPU);
-  // Half-precision types widen exactly to float32; float32 and float64 are read as they are.
+  // Half-precision types widen exactly to float32; float32 and float64 are read as they are, in place when each
+  // row is contiguous (a head of a (B, N, h, d) tensor viewed as (B, h, N, d): no copy of the probe).
   if (src.scalar_type() != torch::kFloat && src.scalar_type() != torch::kDouble) src = src.to(torch::kFloat32);
-  src = src.contiguous();
+  if (n > 1 && src.stride(-1) != 1) src = src.contiguous();
+  const int64_t lda = m > 1 ? src.stride(-2) : n;
+  // The element offset of matrix i: its index unravelled over the leading sizes, times their strides.
+  std::vector<int64_t> offset(static_cast<size_t>(K), 0);
+  for (int64_t i = 0; i < K; ++i)
+    for (int64_t d = src.dim() - 3, rest = i; d >= 0; --d) {
+      offset[i] += rest % src.size(d) * src.stride(d);
+      rest /= src.size(d);
+    }
   const gram_kernels::Table& kernels = gram_table();
   std::vector<Spectrum> out(K);
   // Each thread takes a contiguous run of matrices: the float64 Gram matrix of each (gram_kernels.h, panels of A
@@ -250,9 +262,10 @@ std::vector<Spectrum> singular_values_gram_batched(const torch::Tensor& matrices
       Spectrum& s = out[i];
       s.rows = m;
       s.cols = n;
-      const bool finite = src.scalar_type() == torch::kFloat
-                              ? kernels.gram_f32(src.data_ptr<float>() + i * m * n, m, n, w.g.data(), w.scratch.data())
-                              : kernels.gram_f64(src.data_ptr<double>() + i * m * n, m, n, w.g.data(), w.scratch.data());
+      const bool finite =
+          src.scalar_type() == torch::kFloat
+              ? kernels.gram_f32(src.data_ptr<float>() + offset[i], m, n, lda, w.g.data(), w.scratch.data())
+              : kernels.gram_f64(src.data_ptr<double>() + offset[i], m, n, lda, w.g.data(), w.scratch.data());
       // A float64 input can overflow its Gram matrix (|a| ≳ 1e154), so only its sums are checked; a float32 one
       // cannot (≤ 3.4e38² · 2³¹ ≪ 1e308).
       const bool overflow = src.scalar_type() == torch::kDouble && finite &&
@@ -299,7 +312,8 @@ std::vector<Spectrum> singular_values_gram_torch(const torch::Tensor& matrices) 
   const auto dims = check_stack(matrices, "singular_values_gram_torch");
   const int64_t K = dims[0], m = dims[1], n = dims[2];
   const int64_t k = std::min(m, n);
-  auto a = matrices.detach().to(torch::kFloat64);  // on its own device; float32 values are exact in float64
+  // On its own device; float32 values are exact in float64.
+  auto a = matrices.detach().reshape({K, m, n}).to(torch::kFloat64);
   // A matrix with a non-finite entry gets its status; a zero matrix in its place keeps the others' solve well defined.
   auto finite = torch::isfinite(a).flatten(1).all(1);
   a = a.masked_fill(finite.logical_not().view({K, 1, 1}), 0.0);

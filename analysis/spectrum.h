@@ -45,7 +45,8 @@ struct Spectrum {
 
 /// All singular values of a 2-D tensor (any float dtype; computed in float64).
 Spectrum singular_values(const torch::Tensor& matrix);
-/// All singular values of each matrix of a (K, m, n) stack, in float64 through LAPACK called directly (no tensor ops
+/// All singular values of each matrix of a (K, m, n) stack (or any (..., m, n): the leading dimensions are flattened
+/// in row-major order, as everywhere below), in float64 through LAPACK called directly (no tensor ops
 /// per matrix): each matrix is converted to a tall column-major float64 matrix (its transpose when m < n), reduced
 /// by Householder QR (dgeqrf) to its triangular factor when rows > 2·cols, then the divide-and-conquer SVD (dgesdd,
 /// values only) — the same two steps as singular_values(). The matrices are spread over LibTorch's threads, one
@@ -61,7 +62,8 @@ const char* spectra_method_name(SpectraMethod m);
 SpectraMethod spectra_method_from_name(const std::string& name);
 
 /// The σ of each matrix of a (K, m, n) stack from its float64 Gram matrix, on the CPU without library calls per
-/// matrix: G = AᵀA (m ≥ n) or AAᵀ (m < n) formed from panels of A widened to float64 in cache (float32 products are
+/// matrix, reading each matrix in place when its rows are contiguous (e.g. the heads of a (B, N, h, d) tensor viewed
+/// as (B, h, N, d)): G = AᵀA (m ≥ n) or AAᵀ (m < n) formed from panels of A widened to float64 in cache (float32 products are
 /// exact in float64; no widened copy of the matrix), reduced to tridiagonal form by Householder reflectors in place
 /// (gram_kernels.h), and the eigenvalues of each thread's tridiagonals found together by dsterf's iteration
 /// (tridiagonal_eigenvalues) — dsyevd's steps for values only; σ_i = √max(λ_i, 0), descending. Half-precision

@@ -153,6 +153,7 @@ RankSummary run_rank(const RankArgs& a, const std::string& pattern, const std::s
     }
     progress.finish();
     model.set_probe_sinks(nullptr);
+    recorder.finish();  // the rows still buffered (errors surface here, before anything is committed)
     TORCH_CHECK(!names.empty(), "no images were read from --data ", a.data);
     file.write_strings("/images/names", names);
     file.write("/images/labels", torch::tensor(labels, torch::kInt64));

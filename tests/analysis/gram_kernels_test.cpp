@@ -58,12 +58,19 @@ void expect_gram_within_summation_bound(const gram_kernels::Table& t, int64_t m,
   const auto a = probe_like<T>(m, n, seed, common);
   const int64_t k = std::min(m, n), inner = std::max(m, n), kp = gram_kernels::padded(t, k);
   std::vector<double> g(static_cast<size_t>(kp * kp), -1.0), scratch(gram_kernels::scratch_doubles(kp));
-  const bool finite = std::is_same_v<T, float> ? t.gram_f32(reinterpret_cast<const float*>(a.data()), m, n, g.data(),
-                                                               scratch.data())
-                                               : t.gram_f64(reinterpret_cast<const double*>(a.data()), m, n, g.data(),
-                                                            scratch.data());
+  // Odd seeds read A in place from rows 3 elements longer (lda = n + 3) whose extra elements are NaN: a read beyond a
+  // row's n elements would show as a non-finite report or a wrong sum.
+  const int64_t lda = seed % 2 ? n + 3 : n;
+  std::vector<T> rows(static_cast<size_t>(m * lda), std::numeric_limits<T>::quiet_NaN());
+  for (int64_t r = 0; r < m; ++r) std::copy(a.begin() + r * n, a.begin() + (r + 1) * n, rows.begin() + r * lda);
+  bool finite;
+  if constexpr (std::is_same_v<T, float>)
+    finite = t.gram_f32(rows.data(), m, n, lda, g.data(), scratch.data());
+  else
+    finite = t.gram_f64(rows.data(), m, n, lda, g.data(), scratch.data());
   ASSERT_TRUE(finite);
-  const std::string what = std::string(t.name) + " " + std::to_string(m) + "x" + std::to_string(n);
+  const std::string what = std::string(t.name) + " " + std::to_string(m) + "x" + std::to_string(n) + " lda " +
+                           std::to_string(lda);
   auto at = [&](int64_t i, int64_t r) {  // entry r of "row vector" i: column i of A (m ≥ n) or row i (m < n)
     return static_cast<long double>(m >= n ? a[r * n + i] : a[i * n + r]);
   };
@@ -121,9 +128,9 @@ TEST(GramKernels, GramReportsANonFiniteEntryWhereverItIs) {
           auto a = probe_like<float>(m, n, 3);
           const int64_t kp = gram_kernels::padded(*t, std::min(m, n));
           std::vector<double> g(static_cast<size_t>(kp * kp)), scratch(gram_kernels::scratch_doubles(kp));
-          ASSERT_TRUE(t->gram_f32(a.data(), m, n, g.data(), scratch.data()));
+          ASSERT_TRUE(t->gram_f32(a.data(), m, n, n, g.data(), scratch.data()));
           a[where] = bad;
-          EXPECT_FALSE(t->gram_f32(a.data(), m, n, g.data(), scratch.data())) << t->name << " " << where;
+          EXPECT_FALSE(t->gram_f32(a.data(), m, n, n, g.data(), scratch.data())) << t->name << " " << where;
         }
 }
 

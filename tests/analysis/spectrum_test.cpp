@@ -567,6 +567,43 @@ TEST(GramSpectra, HalfPrecisionProbesGetTheSpectraOfTheirExactFloat32Values) {
   }
 }
 
+TEST(GramSpectra, StridedViewsGetTheSpectraOfTheirContiguousCopies) {
+  // The recorder hands over (B, h, N, d) views of (B, N, h, d) tensors (the heads of the token layout), read in place
+  // by row stride; a (…, m, n) stack of any rank flattens its leading dimensions in row-major order. Each view must
+  // give the spectra of its contiguous (K, m, n) copy bit for bit, the matrices in the same order.
+  torch::manual_seed(8);
+  for (auto dtype : {torch::kFloat32, torch::kFloat64}) {
+    for (auto [N, d] : std::vector<std::pair<int64_t, int64_t>>{{196, 32}, {12, 40}, {1, 8}, {9, 1}}) {
+      const auto tokens = torch::randn({3, N, 4, d}, dtype);
+      const auto heads = tokens.transpose(1, 2);  // (3, 4, N, d), rows d·4 apart
+      if (N > 1) {
+        ASSERT_FALSE(heads.is_contiguous());
+      }
+      const auto reference = singular_values_gram_batched(heads.contiguous().reshape({12, N, d}));
+      // rows d·4 apart; columns N apart (copied first); a 5-D stack (1, 3, 4, N, d)
+      std::vector<torch::Tensor> views = {heads, heads.transpose(-1, -2).contiguous().transpose(-1, -2),
+                                          heads.unsqueeze(0)};
+      for (size_t v = 0; v < views.size(); ++v) {
+        const auto got = singular_values_gram_batched(views[v]);
+        ASSERT_EQ(got.size(), reference.size()) << v;
+        for (size_t i = 0; i < got.size(); ++i) {
+          ASSERT_EQ(got[i].status, SpectrumStatus::ok) << v << " " << i;
+          EXPECT_EQ(got[i].values, reference[i].values) << "view " << v << " matrix " << i << " " << N << "x" << d;
+        }
+      }
+      // The exact path and the tensor-operation path (a GPU run's; here on CPU tensors) flatten the same way.
+      const auto exact = batched_spectra(heads, SpectraMethod::exact);
+      const auto exact_ref = singular_values_batched(heads.contiguous().reshape({12, N, d}));
+      ASSERT_EQ(exact.size(), exact_ref.size());
+      for (size_t i = 0; i < exact.size(); ++i) EXPECT_EQ(exact[i].values, exact_ref[i].values) << i;
+      const auto torch_path = singular_values_gram_torch(heads.unsqueeze(0));
+      const auto torch_ref = singular_values_gram_torch(heads.contiguous().reshape({12, N, d}));
+      ASSERT_EQ(torch_path.size(), torch_ref.size());
+      for (size_t i = 0; i < torch_path.size(); ++i) EXPECT_EQ(torch_path[i].values, torch_ref[i].values) << i;
+    }
+  }
+}
+
 TEST(GramSpectra, LosesWhatTheExactPathKeepsBelowTheSquareRootOfEpsilon) {
   // The price of the Gram matrix, stated: σ/σ_1 = 1e-10 (float64 input) is below √eps64·σ_1 ≈ 1.5e-8 — the exact path
   // resolves it, the Gram path returns a value within its absolute bound (3e-8·σ_1) of it, not a relative one.
