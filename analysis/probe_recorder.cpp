@@ -82,12 +82,10 @@ ProbeRecorder::~ProbeRecorder() {
   }
 }
 
-bool ProbeRecorder::ensure(const std::string& path, const std::function<void()>& create) {
-  if (made_.count(path)) return false;
-  const bool fresh = !store_->exists(path);
-  if (fresh) create();
+void ProbeRecorder::ensure(const std::string& path, const std::function<void()>& create) {
+  if (made_.count(path)) return;
+  if (!store_->exists(path)) create();
   made_.insert(path);
-  return fresh;
 }
 
 void ProbeRecorder::finish() {
@@ -165,11 +163,13 @@ std::vector<Spectrum> ProbeRecorder::record(size_t layer, const std::string& pro
   if (store_ == nullptr) return spectra;
   const std::string g = "/layers/" + layers_[layer].name + "/" + probe;
   ensure(g + "/singular_values", [&] {
-    store_->create_extendible(g + "/singular_values", torch::kFloat64, {heads, k});
+    // The float64 columns are stored uncompressed: gzip shrank them by 4 % (singular values) to 0 %, for zlib's
+    // ≈ 0.5 % of the run's CPU time; the integer ones shrink 5–14×.
+    store_->create_extendible(g + "/singular_values", torch::kFloat64, {heads, k}, 64, /*deflate=*/false);
     for (const char* name : {"rank", "energy_rank_90", "energy_rank_99", "status"})
       store_->create_extendible(g + "/" + name, torch::kInt32, {heads});
     for (const char* name : {"effective_rank", "stable_rank"})
-      store_->create_extendible(g + "/" + name, torch::kFloat64, {heads});
+      store_->create_extendible(g + "/" + name, torch::kFloat64, {heads}, 64, /*deflate=*/false);
     store_->set_attr(g, "rows", m);
     store_->set_attr(g, "cols", n);
     store_->set_attr(g, "complete_spectrum", static_cast<int64_t>(!partial));
@@ -181,7 +181,7 @@ std::vector<Spectrum> ProbeRecorder::record(size_t layer, const std::string& pro
     store_->set_attr(g + "/status", "meaning", "0 ok, 1 not converged, 2 numerical issue (non-finite input)");
   });
   // Rows wait in memory and are appended kWriteImages images at a time (flush_batch, finish): an append costs a
-  // few HDF5 calls whatever its size, and 7 datasets × every (layer, probe) × every batch of a few images were
+  // few HDF5 calls (≈ 16 µs) whatever its size, and 7 datasets × every (layer, probe) × every batch of 4 images were
   // ≈ 4 ms of a 120 ms batch.
   auto& rows = pending_[g];
   const torch::Tensor fields[] = {sv, rank, erank, srank, e90, e99, status};

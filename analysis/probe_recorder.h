@@ -108,8 +108,8 @@ class ProbeRecorder {
   std::vector<Spectrum> record(size_t layer, const std::string& probe, const torch::Tensor& matrices, int64_t batch,
                                const std::vector<Spectrum>* known = nullptr);
   /// Runs `create` the first time `path` is asked for and the store lacks it; later calls ask the store nothing (an
-  /// HDF5 existence test of a nested path is ≈ 75 µs). Returns whether it created it.
-  bool ensure(const std::string& path, const std::function<void()>& create);
+  /// HDF5 existence test of a nested path is ≈ 75 µs).
+  void ensure(const std::string& path, const std::function<void()>& create);
   /// The per-(image, head) datasets of a probe group, in the order of a pending row.
   static constexpr const char* kRowFields[7] = {"singular_values", "rank",           "effective_rank", "stable_rank",
                                                 "energy_rank_90",  "energy_rank_99", "status"};
