@@ -1,6 +1,6 @@
 /* stb_image - v2.27 - public domain image loader - http://nothings.org/stb
    RALA Lab copy: Debian 12's libstb-dev (0.0~git20220908) with the symbol-id bounds check of upstream 2.28 in
-   stbi__jpeg_huff_decode and 2.28's DC overflow checks in the JPEG block decoders (third_party/stb/README.md).
+   stbi__jpeg_huff_decode (third_party/stb/README.md).
                                   no warranty implied; use at your own risk
 
    Do this:
@@ -2184,21 +2184,6 @@ static const stbi_uc stbi__jpeg_dezigzag[64+15] =
 };
 
 // decode one 64-entry block--
-// RALA Lab: the DC predictor's sum and its scaling, checked as upstream stb_image 2.28 does (stbi__addints_valid,
-// stbi__mul2shorts_valid); written here with a 64-bit product. A corrupted stream's DC differences accumulate past
-// what a 16-bit coefficient holds, and dc * dequant overflowed int (UBSan: -49149 * 63488; found by fuzz/image_fuzz.cpp,
-// input tests/data/fuzz/image/jpeg_dc_overflow.jpg).
-static int stbi__rala_addints_valid(int a, int b)
-{
-   long long s = (long long) a + b;
-   return s >= INT_MIN && s <= INT_MAX;
-}
-static int stbi__rala_mul_fits_short(int a, int b)
-{
-   long long p = (long long) a * b;
-   return p >= SHRT_MIN && p <= SHRT_MAX;
-}
-
 static int stbi__jpeg_decode_block(stbi__jpeg *j, short data[64], stbi__huffman *hdc, stbi__huffman *hac, stbi__int16 *fac, int b, stbi__uint16 *dequant)
 {
    int diff,dc,k;
@@ -2212,10 +2197,8 @@ static int stbi__jpeg_decode_block(stbi__jpeg *j, short data[64], stbi__huffman 
    memset(data,0,64*sizeof(data[0]));
 
    diff = t ? stbi__extend_receive(j, t) : 0;
-   if (!stbi__rala_addints_valid(j->img_comp[b].dc_pred, diff)) return stbi__err("bad delta","Corrupt JPEG");  // RALA Lab
    dc = j->img_comp[b].dc_pred + diff;
    j->img_comp[b].dc_pred = dc;
-   if (!stbi__rala_mul_fits_short(dc, dequant[0])) return stbi__err("can't merge dc and ac", "Corrupt JPEG");  // RALA Lab
    data[0] = (short) (dc * dequant[0]);
 
    // decode AC components, see JPEG spec
@@ -2268,10 +2251,8 @@ static int stbi__jpeg_decode_block_prog_dc(stbi__jpeg *j, short data[64], stbi__
       if (t < 0 || t > 15) return stbi__err("can't merge dc and ac", "Corrupt JPEG");
       diff = t ? stbi__extend_receive(j, t) : 0;
 
-      if (!stbi__rala_addints_valid(j->img_comp[b].dc_pred, diff)) return stbi__err("bad delta","Corrupt JPEG");  // RALA Lab
       dc = j->img_comp[b].dc_pred + diff;
       j->img_comp[b].dc_pred = dc;
-      if (!stbi__rala_mul_fits_short(dc, 1 << j->succ_low)) return stbi__err("can't merge dc and ac", "Corrupt JPEG");  // RALA Lab
       data[0] = (short) (dc * (1 << j->succ_low));
    } else {
       // refinement scan for DC coefficient
