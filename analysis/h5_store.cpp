@@ -749,7 +749,7 @@ std::vector<std::string> File::read_strings(const std::string& dataset_path) con
 // File: extendible datasets
 
 void File::create_extendible(const std::string& dataset_path, torch::ScalarType dtype,
-                             const std::vector<int64_t>& rest_dims, int64_t chunk_rows) {
+                             const std::vector<int64_t>& rest_dims, int64_t chunk_rows, bool deflate) {
   H5::H5File& f = handle(file_);
   const std::string norm = dataset_path_checked(dataset_path, path_);
   require_writable(mode_, norm, path_);
@@ -781,7 +781,7 @@ void File::create_extendible(const std::string& dataset_path, torch::ScalarType 
     const H5::DataSpace space(rank, dims.data(), maxdims.data());
     H5::DSetCreatPropList props;
     props.setChunk(rank, chunk.data());
-    if (!c10::isFloatingType(dtype)) props.setDeflate(4);
+    if (deflate) props.setDeflate(4);
     f.createDataSet(norm, *map.file_type, space, props);
   });
 }

@@ -83,12 +83,12 @@ class File {
   std::vector<std::string> read_strings(const std::string& dataset_path) const;
 
   /// Creates an extendible dataset for streaming results: shape (0, rest_dims...), maxdims unlimited on dim 0, chunked
-  /// (chunk_rows, rest_dims...); integer and bool datasets gzip(4)-compressed, floating-point ones stored as they are
-  /// (full mantissas such as singular values shrank by ≈ 4 % for zlib's time). `dtype` is one of the read() dtypes;
+  /// (chunk_rows, rest_dims...) and gzip(4)-compressed unless `deflate` is false (floating-point values with full
+  /// mantissas, such as singular values, shrink by ≈ 4 % for ≈ 50 MB/s of zlib). `dtype` is one of the read() dtypes;
   /// every rest dim and chunk_rows must be > 0. An existing dataset of that name is replaced; parent groups are
   /// created on demand.
   void create_extendible(const std::string& dataset_path, torch::ScalarType dtype,
-                         const std::vector<int64_t>& rest_dims, int64_t chunk_rows = 64);
+                         const std::vector<int64_t>& rest_dims, int64_t chunk_rows = 64, bool deflate = true);
   /// Appends rows: `t` has shape (n, rest...) and the dtype of the dataset made by create_extendible; dim 0 grows by n
   /// and the rows are written at the end. n == 0 is a no-op. Throws on a shape or dtype mismatch or when the dataset
   /// is not extendible along dim 0. The dataset stays open until the file closes (or the dataset is replaced), so

@@ -163,12 +163,13 @@ std::vector<Spectrum> ProbeRecorder::record(size_t layer, const std::string& pro
   if (store_ == nullptr) return spectra;
   const std::string g = "/layers/" + layers_[layer].name + "/" + probe;
   ensure(g + "/singular_values", [&] {
-    // (create_extendible deflates the integer columns, 5–14× smaller, and stores the float64 ones as they are.)
-    store_->create_extendible(g + "/singular_values", torch::kFloat64, {heads, k});
+    // The float64 columns are stored uncompressed: gzip shrank them by 4 % (singular values) to 0 %, for zlib's
+    // ≈ 0.5 % of the run's CPU time; the integer ones shrink 5–14×.
+    store_->create_extendible(g + "/singular_values", torch::kFloat64, {heads, k}, 64, /*deflate=*/false);
     for (const char* name : {"rank", "energy_rank_90", "energy_rank_99", "status"})
       store_->create_extendible(g + "/" + name, torch::kInt32, {heads});
     for (const char* name : {"effective_rank", "stable_rank"})
-      store_->create_extendible(g + "/" + name, torch::kFloat64, {heads});
+      store_->create_extendible(g + "/" + name, torch::kFloat64, {heads}, 64, /*deflate=*/false);
     store_->set_attr(g, "rows", m);
     store_->set_attr(g, "cols", n);
     store_->set_attr(g, "complete_spectrum", static_cast<int64_t>(!partial));

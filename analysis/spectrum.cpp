@@ -181,8 +181,8 @@ void size_gram_workspace(GramWork& w, const gram_kernels::Table& t, int64_t m, i
   w.info.resize(static_cast<size_t>(count));
 }
 
-/// The shared checks of the batched paths; returns (K, m, n) of a (..., m, n) stack, K the product of the leading
-/// sizes (at least one leading dimension).
+/// The shared checks of the batched paths; returns (K, m, n).
+/// (K, m, n) of a (..., m, n) stack: K is the product of the leading sizes (at least one leading dimension).
 std::array<int64_t, 3> check_stack(const torch::Tensor& matrices, const char* what) {
   TORCH_CHECK(matrices.dim() >= 3, what, ": expected a (..., m, n) stack of matrices, got shape ", matrices.sizes());
   const int64_t m = matrices.size(-2), n = matrices.size(-1);
